@@ -1,0 +1,80 @@
+"""The ``cdrec`` command: run experiments from configs, list datasets and models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Cross-domain recommendation: experiments from YAML configs.",
+                  no_args_is_help=True, add_completion=False)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="YAML experiment config", exists=True,
+                                           dir_okay=False)],
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="key.sub=value overrides, e.g. seeds=[0] scenario.params.test_fraction=0.5")] = None,
+    resume: Annotated[bool, typer.Option(help="reuse finished (model, seed) results and "
+                                              "resume training from checkpoints")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (overrides config)")]
+    = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Train and evaluate every model of CONFIG for every seed; print the results table."""
+    from cdrec.runner import load_config
+    from cdrec.runner import run as run_config
+
+    extra = list(overrides or [])
+    if device:
+        extra.append(f"device={device}")
+    if quiet:
+        extra.append("progress=false")
+    try:
+        cfg = load_config(config, extra)
+        out = run_config(cfg, resume=resume)
+    except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(out["table"])
+    typer.echo(f"written to {out['dir']}/")
+
+
+@app.command()
+def datasets(
+    data_dir: Annotated[Path | None, typer.Option(help="also look for datasets here, e.g. "
+                                                       "../shared/data")] = None,
+) -> None:
+    """List the shipped samples and any datasets found in DATA_DIR."""
+    from cdrec.data.catalog import find_datasets, shipped_datasets
+
+    def show(title: str, rows: list[dict]) -> None:
+        typer.echo(title)
+        if not rows:
+            typer.echo("  (none)")
+        for row in rows:
+            detail = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("name",))
+            typer.echo(f"  {row.get('name')}: {detail}")
+
+    show("shipped with cdrec:", shipped_datasets())
+    if data_dir is not None:
+        if not data_dir.is_dir():
+            typer.secho(f"error: {data_dir} is not a directory", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=2)
+        show(f"found in {data_dir}:", find_datasets(data_dir))
+
+
+@app.command()
+def models() -> None:
+    """List the registered models and the scenarios each supports."""
+    from cdrec.models import available_models
+
+    for name, cls in available_models().items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        typer.echo(f"{name:12s} [{', '.join(sorted(cls.supports))}] {doc}")
+
+
+if __name__ == "__main__":
+    app()

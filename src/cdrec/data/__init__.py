@@ -1,0 +1,35 @@
+"""Data: readers for the public CDR datasets, validation, and the in-memory ``CrossDomainData``."""
+
+from cdrec.data.catalog import find_datasets, load_sample, sample_path, shipped_datasets
+from cdrec.data.dataset import CrossDomainData, Domain, Interactions
+from cdrec.data.readers import (
+    read_amazon_implicit_pair,
+    read_amazon_json,
+    read_amazon_ratings_csv,
+    read_amazon_reviews,
+    read_douban,
+    read_table,
+)
+from cdrec.data.schema import DataError, DataWarning, MissingFileError
+from cdrec.data.transforms import binarize, k_core
+
+__all__ = [
+    "CrossDomainData",
+    "DataError",
+    "DataWarning",
+    "Domain",
+    "Interactions",
+    "MissingFileError",
+    "binarize",
+    "find_datasets",
+    "k_core",
+    "load_sample",
+    "read_amazon_implicit_pair",
+    "read_amazon_json",
+    "read_amazon_ratings_csv",
+    "read_amazon_reviews",
+    "read_douban",
+    "read_table",
+    "sample_path",
+    "shipped_datasets",
+]

@@ -1,0 +1,479 @@
+"""Readers: public cross-domain datasets and generic tables -> validated ``CrossDomainData``.
+
+Every reader reads with pandas (vectorised), validates each file with
+:func:`cdrec.data.schema.validate_interactions` (errors name file, row and column) and converts
+once to tensors. The user index space is the union of the users of all domains (train and any
+shipped test file), indexed in sorted order of the original ids; each domain's items are indexed
+in sorted order of their original ids. Original ids are kept in ``user_ids`` / ``item_ids``.
+Ids that are all integers (``"42"``) become int64 and sort numerically; Amazon ids stay text.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+import zlib
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from cdrec.data.dataset import CrossDomainData, Domain, Interactions
+from cdrec.data.schema import (
+    ROW,
+    ROWS_LINES,
+    ROWS_TABLE,
+    ROWS_WITH_HEADER,
+    DataError,
+    MissingFileError,
+    check_ids,
+    column_label,
+    normalise_ids,
+    require_columns,
+    validate_interactions,
+)
+
+PathLike = str | os.PathLike[str]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_AMAZON_FIELDS = {"user": "reviewerID", "item": "asin", "rating": "overall",
+                  "timestamp": "unixReviewTime"}
+_AMAZON_TEXT = "reviewText"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading one file into a DataFrame whose ROW column numbers rows as the user sees them
+# --------------------------------------------------------------------------------------------
+
+def _compression(path: Path) -> str | None:
+    """``"gzip"`` or ``None``, from the file's first bytes; refuses missing and empty files."""
+    if not path.exists():
+        raise MissingFileError("file not found", path=str(path))
+    if path.is_dir():
+        raise DataError("is a directory, expected a file", path=str(path))
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if not head:
+        raise DataError("the file is empty (0 bytes)", path=str(path))
+    if head == _GZIP_MAGIC:
+        return "gzip"
+    if path.suffix.lower() == ".gz":
+        raise DataError("not a gzip file: the name ends in .gz but the content does not start "
+                        "with the gzip signature", path=str(path))
+    return None
+
+
+def _unreadable(path: Path, exc: BaseException) -> DataError:
+    kind = "corrupt or truncated gzip data" if isinstance(
+        exc, (gzip.BadGzipFile, EOFError, zlib.error)) else type(exc).__name__
+    return DataError(f"cannot read the file ({kind}: {exc})", path=str(path))
+
+
+def _format_of(path: Path, sep: str | None) -> tuple[str, str | None]:
+    """(``"delimited"`` | ``"parquet"`` | ``"jsonl"``, separator) from the name's suffix."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    last = suffixes[-1] if suffixes else ""
+    if last in (".parquet", ".pq"):
+        return "parquet", None
+    if last in (".json", ".jsonl", ".ndjson"):
+        return "jsonl", None
+    if sep is not None:
+        return "delimited", sep
+    if last == ".csv":
+        return "delimited", ","
+    if last in (".tsv", ".tab"):
+        return "delimited", "\t"
+    raise DataError(f"cannot tell the format from the suffix {last or '(none)'!r}; use .csv, "
+                    f".tsv, .parquet or .json[l] (optionally .gz), or pass sep=", path=str(path))
+
+
+def _drop_blank(frame: pd.DataFrame) -> pd.DataFrame:
+    """Blank lines are not data: drop them after rows are numbered, so numbers stay right."""
+    data = frame.drop(columns=[ROW])
+    if data.shape[1] == 0:
+        return frame
+    blank = data.isna().all(axis=1).to_numpy()
+    return frame.loc[~blank].reset_index(drop=True) if blank.any() else frame
+
+
+def _read_delimited(path: Path, sep: str, header: bool) -> tuple[pd.DataFrame, str]:
+    compression = _compression(path)
+    try:
+        frame = pd.read_csv(path, sep=sep, header=0 if header else None, dtype=str,
+                            keep_default_na=False, na_values=[""], skip_blank_lines=False,
+                            compression=compression)
+    except pd.errors.EmptyDataError:
+        raise DataError("no data: the file holds no rows", path=str(path)) from None
+    except pd.errors.ParserError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        row = None if match is None else int(match.group(1)) - (1 if header else 0)
+        rows = ROWS_WITH_HEADER if header else ROWS_LINES
+        detail = " ".join(str(exc).split())
+        raise DataError(f"malformed line: {detail} ({rows})", path=str(path), row=row) from None
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise _unreadable(path, exc) from None
+    if not isinstance(frame.index, pd.RangeIndex):
+        raise DataError("the data rows have more fields than the header names", path=str(path))
+    frame[ROW] = np.arange(1, len(frame) + 1)
+    return _drop_blank(frame), ROWS_WITH_HEADER if header else ROWS_LINES
+
+
+def _read_parquet(path: Path) -> tuple[pd.DataFrame, str]:
+    if not path.exists():
+        raise MissingFileError("file not found", path=str(path))
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise _unreadable(path, exc) from None
+    frame = frame.reset_index(drop=True)
+    frame[ROW] = np.arange(1, len(frame) + 1)
+    return frame, ROWS_TABLE
+
+
+def _read_jsonl(path: Path) -> tuple[pd.DataFrame, str]:
+    compression = _compression(path)
+    try:
+        if compression == "gzip":
+            with gzip.open(path, "rb") as handle:
+                raw = handle.read()
+        else:
+            raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise _unreadable(path, exc) from None
+    lines = pd.Series(text.split("\n"), dtype="string")
+    nonblank = (lines.str.strip().str.len() > 0).to_numpy()
+    if not nonblank.any():
+        raise DataError("no data: the file holds no JSON lines", path=str(path))
+    body = lines[nonblank]
+    try:
+        frame = pd.read_json(io.StringIO("\n".join(body.tolist())), lines=True, dtype=False)
+    except ValueError:
+        # Only on failure: find the first line that does not parse, to name it.
+        numbers = np.flatnonzero(nonblank) + 1
+        for number, line in zip(numbers, body.tolist(), strict=True):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"not valid JSON ({exc.msg}, character {exc.pos + 1}) "
+                                f"({ROWS_LINES})", path=str(path), row=int(number)) from None
+            if not isinstance(record, dict):
+                raise DataError(f"a JSON object was expected, got {type(record).__name__} "
+                                f"({ROWS_LINES})", path=str(path), row=int(number)) from None
+        raise DataError("cannot read the JSON lines", path=str(path)) from None
+    if len(frame) != int(nonblank.sum()):
+        raise DataError(f"read {len(frame)} records from {int(nonblank.sum())} lines; every "
+                        f"line must hold one JSON object", path=str(path))
+    frame[ROW] = np.flatnonzero(nonblank) + 1
+    return frame, ROWS_LINES
+
+
+def _read_file(path: Path, fmt: str, sep: str | None, header: bool) -> tuple[pd.DataFrame, str]:
+    if fmt == "parquet":
+        return _read_parquet(path)
+    if fmt == "jsonl":
+        return _read_jsonl(path)
+    assert sep is not None
+    return _read_delimited(path, sep, header)
+
+
+def _find_file(directory: Path, names: Sequence[str]) -> Path:
+    for name in names:
+        if (directory / name).is_file():
+            return directory / name
+    tried = " or ".join(names)
+    raise MissingFileError(f"file not found: looked for {tried}", path=str(directory / names[0]))
+
+
+def _check_field_count(frame: pd.DataFrame, expected: int, fields: str, path: Path) -> None:
+    """Headerless files: exactly ``expected`` fields per line (fewer is caught per column)."""
+    found = frame.shape[1] - 1
+    if found > expected:
+        raise DataError(f"expected {expected} fields per line ({fields}), found {found}",
+                        path=str(path), column=f"field {expected + 1}")
+
+
+# --------------------------------------------------------------------------------------------
+# Assembling validated frames into CrossDomainData
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class _Part:
+    """One domain's validated rows (columns user, item, rating[, timestamp], ROW)."""
+
+    train: pd.DataFrame
+    path: str
+    rating_scale: tuple[float, float] | None
+    test: pd.DataFrame | None = None
+    test_path: str | None = None
+    test_rows: str = ROWS_LINES
+    test_item_label: str = "item"
+    extend_items: bool = False
+
+
+def _interactions(users: np.ndarray, items: np.ndarray, frame: pd.DataFrame) -> Interactions:
+    # torch.tensor copies: pandas may hand out read-only views.
+    ts = None
+    if "timestamp" in frame.columns:
+        ts = torch.tensor(frame["timestamp"].to_numpy(dtype=np.int64), dtype=torch.int64)
+    return Interactions(
+        torch.tensor(users, dtype=torch.int64),
+        torch.tensor(items, dtype=torch.int64),
+        torch.tensor(frame["rating"].to_numpy(dtype=np.float32), dtype=torch.float32),
+        ts,
+    )
+
+
+def _assemble(parts: Mapping[str, _Part], *, name: str, provenance: dict[str, str],
+              ids: str = "auto") -> CrossDomainData:
+    user_parts: list[pd.Series] = []
+    for part in parts.values():
+        user_parts.append(part.train["user"])
+        if part.test is not None:
+            user_parts.append(part.test["user"])
+    all_users = normalise_ids(user_parts, ids)
+    user_ids = np.unique(np.concatenate(all_users))
+    user_arrays = iter(all_users)
+    user_index = pd.Index(user_ids)
+
+    domains: dict[str, Domain] = {}
+    for dom, part in parts.items():
+        train_users = next(user_arrays)
+        test_users = next(user_arrays) if part.test is not None else None
+        item_parts = [part.train["item"]] + ([part.test["item"]] if part.test is not None else [])
+        item_arrays = normalise_ids(item_parts, ids)
+        item_ids = np.unique(item_arrays[0])
+        given_test = None
+        if part.test is not None:
+            unseen = pd.Index(item_ids).get_indexer(item_arrays[1]) < 0
+            if unseen.any():
+                if not part.extend_items:
+                    first = int(np.flatnonzero(unseen)[0])
+                    raise DataError(
+                        f"test item {item_arrays[1][first]!r} does not occur in the training file "
+                        f"{part.path} ({int(unseen.sum())} such rows; {part.test_rows})",
+                        path=part.test_path, row=int(part.test[ROW].iloc[first]),
+                        column=part.test_item_label)
+                # Items seen only in the test file are appended after the training items, so the
+                # training items keep the same indices whichever test file is read.
+                item_ids = np.concatenate([item_ids, np.unique(item_arrays[1][unseen])])
+        item_index = pd.Index(item_ids)
+        interactions = _interactions(user_index.get_indexer(train_users),
+                                     item_index.get_indexer(item_arrays[0]), part.train)
+        if part.test is not None:
+            given_test = _interactions(user_index.get_indexer(test_users),
+                                       item_index.get_indexer(item_arrays[1]), part.test)
+        domains[dom] = Domain(dom, item_ids, interactions, part.rating_scale, given_test)
+    return CrossDomainData(user_ids, domains, name=name, provenance=provenance)
+
+
+def _paths(files: Mapping[str, PathLike]) -> dict[str, Path]:
+    if isinstance(files, (str, os.PathLike)) or not isinstance(files, Mapping):
+        raise TypeError("files must be a dict {domain_name: path}")
+    if not files:
+        raise ValueError("files is empty: give at least one {domain_name: path}")
+    return {str(dom): Path(p) for dom, p in files.items()}
+
+
+def _check_scale(rating_scale: tuple[float, float] | None) -> tuple[float, float] | None:
+    if rating_scale is None:
+        return None
+    low, high = (float(v) for v in rating_scale)
+    if not low < high:
+        raise ValueError(f"rating_scale must be (low, high) with low < high, got {rating_scale}")
+    return (low, high)
+
+
+# --------------------------------------------------------------------------------------------
+# Public readers
+# --------------------------------------------------------------------------------------------
+
+def read_douban(directory: PathLike, domains: Sequence[str] = ("book", "music"),
+                rating_scale: tuple[float, float] = (1, 5)) -> CrossDomainData:
+    """Douban (GA-DTCDR release): ``{domain}_ratings.tsv.gz`` (or ``.tsv``) per domain.
+
+    Each file is TSV without header, ``user<TAB>item<TAB>rating``; user ids are shared across
+    the files, item ids are per domain.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MissingFileError("Douban directory not found", path=str(directory))
+    scale = _check_scale(rating_scale)
+    columns = {"user": 0, "item": 1, "rating": 2, "timestamp": None}
+    parts: dict[str, _Part] = {}
+    for dom in domains:
+        path = _find_file(directory, [f"{dom}_ratings.tsv.gz", f"{dom}_ratings.tsv"])
+        frame, rows = _read_delimited(path, "\t", header=False)
+        _check_field_count(frame, 3, "user, item, rating", path)
+        train = validate_interactions(frame, columns, path=str(path), rows=rows,
+                                      rating_scale=scale, header=False, domain=dom)
+        parts[dom] = _Part(train, str(path), scale)
+    provenance = {"reader": "read_douban", "directory": str(directory),
+                  "files": ", ".join(Path(p.path).name for p in parts.values())}
+    return _assemble(parts, name="douban", provenance=provenance)
+
+
+def read_amazon_implicit_pair(root: PathLike, a: str, b: str,
+                              test_file: str | None = "test") -> CrossDomainData:
+    """One DisenCDR-style Amazon pair: folder ``root/a_b`` is domain ``a``, ``root/b_a`` is ``b``.
+
+    ``train.txt.gz`` (or ``.txt``) gives the interactions (implicit: rating 1, ``rating_scale``
+    None). ``test_file`` picks the leave-one-out file put in ``Domain.given_test``: ``"test"``
+    (every test item must occur in training, else ``DataError``), ``"test_original"`` (test-only
+    items are appended to the item space after the training items) or ``None`` (no test).
+    """
+    if test_file not in ("test", "test_original", None):
+        raise ValueError(f"test_file must be 'test', 'test_original' or None, got {test_file!r}")
+    root = Path(root)
+    columns = {"user": 0, "item": 1, "rating": 2, "timestamp": None}
+    parts: dict[str, _Part] = {}
+    for dom, folder in ((a, f"{a}_{b}"), (b, f"{b}_{a}")):
+        directory = root / folder
+        if not directory.is_dir():
+            raise MissingFileError(f"pair folder for domain {dom!r} not found",
+                                   path=str(directory))
+        path = _find_file(directory, ["train.txt.gz", "train.txt"])
+        frame, rows = _read_delimited(path, "\t", header=False)
+        _check_field_count(frame, 3, "user, item, 1", path)
+        train = validate_interactions(frame, columns, path=str(path), rows=rows,
+                                      rating_scale=None, header=False, domain=dom)
+        part = _Part(train, str(path), None)
+        if test_file is not None:
+            tpath = _find_file(directory, [f"{test_file}.txt.gz", f"{test_file}.txt"])
+            tframe, trows = _read_delimited(tpath, "\t", header=False)
+            _check_field_count(tframe, 3, "user, item, 1", tpath)
+            part.test = validate_interactions(tframe, columns, path=str(tpath), rows=trows,
+                                              rating_scale=None, header=False, domain=dom)
+            part.test_path, part.test_rows = str(tpath), trows
+            part.test_item_label = column_label(1, "item", False)
+            part.extend_items = test_file == "test_original"
+        parts[dom] = part
+    provenance = {"reader": "read_amazon_implicit_pair", "root": str(root),
+                  "folders": f"{a}_{b}, {b}_{a}", "test_file": str(test_file)}
+    return _assemble(parts, name=f"amazon_implicit/{a}_{b}", provenance=provenance)
+
+
+def read_table(path_or_paths: PathLike | Mapping[str, PathLike], *,
+               user: Hashable = "user", item: Hashable = "item",
+               rating: Hashable | None = "rating", timestamp: Hashable | None = None,
+               domain: Hashable | None = None,
+               rating_scale: tuple[float, float] | None = (1, 5),
+               sep: str | None = None, header: bool = True,
+               name: str | None = None) -> CrossDomainData:
+    """A generic CSV / TSV / Parquet / JSON-lines table (format by suffix, ``.gz`` allowed).
+
+    Either one file with a domain column (``domain="colname"``; one domain per distinct value),
+    one file without (a single domain named after the file), or a dict ``{domain_name: path}``
+    (one file per domain). ``user``/``item``/``rating``/``timestamp`` name the columns; with
+    ``header=False`` give them as 0-based positions. ``rating=None``: implicit feedback (all 1,
+    ``rating_scale`` ignored). ``rating_scale=None`` with a rating column: implicit, every value
+    must be 1. ``sep`` overrides the separator guessed from the suffix.
+    """
+    scale = None if rating is None else _check_scale(rating_scale)
+    columns = {"user": user, "item": item, "rating": rating, "timestamp": timestamp}
+    parts: dict[str, _Part] = {}
+    if isinstance(path_or_paths, Mapping):
+        if domain is not None:
+            raise ValueError("give either a dict {domain_name: path} or domain='column', not both")
+        files = _paths(path_or_paths)
+    else:
+        path = Path(path_or_paths)
+        files = {path.name.split(".")[0]: path}
+    for dom, path in files.items():
+        fmt, fsep = _format_of(path, sep)
+        frame, rows = _read_file(path, fmt, fsep, header)
+        has_header = header or fmt != "delimited"
+        if domain is None:
+            parts[dom] = _Part(validate_interactions(frame, columns, path=str(path), rows=rows,
+                                                     rating_scale=scale, header=has_header,
+                                                     domain=dom), str(path), scale)
+            continue
+        label = column_label(domain, "domain", has_header)
+        require_columns(frame, {**columns, "domain": domain}, path=str(path), header=has_header)
+        check_ids(frame, domain, role="domain", path=str(path), rows=rows, label=label)
+        values = frame[domain].astype("string")
+        for value in sorted(values.unique().tolist()):
+            sub = frame.loc[(values == value).to_numpy()].reset_index(drop=True)
+            parts[str(value)] = _Part(
+                validate_interactions(sub, columns, path=str(path), rows=rows,
+                                      rating_scale=scale, header=has_header, domain=str(value)),
+                str(path), scale)
+        if not parts:
+            raise DataError("no data rows", path=str(path))
+    provenance = {"reader": "read_table", "files": ", ".join(str(p) for p in files.values())}
+    if domain is not None:
+        provenance["domain_column"] = str(domain)
+    default_name = next(iter(files)) if len(files) == 1 else "table"
+    return _assemble(parts, name=name or default_name, provenance=provenance)
+
+
+def read_amazon_ratings_csv(files: Mapping[str, PathLike]) -> CrossDomainData:
+    """Amazon "ratings only" CSVs (McAuley): no header, ``user,item,rating,timestamp``, 1..5.
+
+    ``files`` maps domain names to paths (gzip or plain). Ids are kept as text.
+    """
+    columns = {"user": 0, "item": 1, "rating": 2, "timestamp": 3}
+    parts: dict[str, _Part] = {}
+    for dom, path in _paths(files).items():
+        frame, rows = _read_delimited(path, ",", header=False)
+        _check_field_count(frame, 4, "user, item, rating, timestamp", path)
+        train = validate_interactions(frame, columns, path=str(path), rows=rows,
+                                      rating_scale=(1.0, 5.0), header=False, domain=dom)
+        parts[dom] = _Part(train, str(path), (1.0, 5.0))
+    provenance = {"reader": "read_amazon_ratings_csv",
+                  "files": ", ".join(p.path for p in parts.values())}
+    return _assemble(parts, name="amazon_ratings", provenance=provenance, ids="str")
+
+
+def read_amazon_reviews(files: Mapping[str, PathLike], keep_text: bool = False
+                        ) -> CrossDomainData | tuple[CrossDomainData, dict[str, pd.Series]]:
+    """Amazon review files (McAuley 2014 fields), JSON lines or CSV with a header, by suffix.
+
+    Uses ``reviewerID`` (user), ``asin`` (item), ``overall`` (rating 1..5) and
+    ``unixReviewTime`` (timestamp). With ``keep_text=True`` returns ``(data, texts)`` where
+    ``texts[domain]`` is a ``pandas.Series`` of ``reviewText`` whose i-th entry belongs to the
+    domain's i-th interaction row (missing text is ``""``).
+    """
+    parts: dict[str, _Part] = {}
+    texts: dict[str, pd.Series] = {}
+    keep = [_AMAZON_TEXT] if keep_text else []
+    for dom, path in _paths(files).items():
+        fmt, sep = _format_of(path, None)
+        if fmt == "parquet":
+            raise DataError("Amazon review files are JSON lines or CSV", path=str(path))
+        frame, rows = _read_file(path, fmt, sep, header=True)
+        if keep_text and _AMAZON_TEXT not in frame.columns:
+            require_columns(frame, {**_AMAZON_FIELDS, "text": _AMAZON_TEXT}, path=str(path))
+        train = validate_interactions(frame, _AMAZON_FIELDS, path=str(path), rows=rows,
+                                      rating_scale=(1.0, 5.0), domain=dom, keep=keep)
+        if keep_text:
+            texts[dom] = (train[_AMAZON_TEXT].astype("string").fillna("")
+                          .reset_index(drop=True).rename(_AMAZON_TEXT))
+            train = train.drop(columns=[_AMAZON_TEXT])
+        parts[dom] = _Part(train, str(path), (1.0, 5.0))
+    provenance = {"reader": "read_amazon_reviews",
+                  "files": ", ".join(p.path for p in parts.values())}
+    data = _assemble(parts, name="amazon_reviews", provenance=provenance, ids="str")
+    return (data, texts) if keep_text else data
+
+
+def read_amazon_json(files: Mapping[str, PathLike], keep_text: bool = False
+                     ) -> CrossDomainData | tuple[CrossDomainData, dict[str, pd.Series]]:
+    """Amazon 5-core JSON lines (``reviewerID, asin, overall, reviewText, unixReviewTime``).
+
+    Gzip or plain. Same result as :func:`read_amazon_reviews`, which also reads the CSV form.
+    """
+    for path in _paths(files).values():
+        if _format_of(path, None)[0] != "jsonl":
+            raise DataError("read_amazon_json reads JSON lines (.json / .jsonl, optionally .gz); "
+                            "use read_amazon_reviews for CSV review files", path=str(path))
+    return read_amazon_reviews(files, keep_text=keep_text)

@@ -1,0 +1,275 @@
+"""Validation of interaction tables at the boundary, with errors naming file, row and column.
+
+Every reader turns a file into a ``pandas.DataFrame`` whose rows carry the number the user would
+see (``ROW``), then hands it to :func:`validate_interactions`, which checks what all readers share:
+required columns, missing ids, ratings that are not numbers or outside the declared scale,
+timestamps, empty tables, and duplicate ``(user, item)`` pairs (kept last, with a ``DataWarning``).
+Nothing is dropped without a warning or an error.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+
+class DataError(ValueError):
+    """Input data that cdrec refuses, with where it was found (file, row, column)."""
+
+    def __init__(self, message: str, *, path: str | None = None, row: int | None = None,
+                 column: str | None = None) -> None:
+        where = []
+        if path is not None:
+            where.append(f"file {path}")
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.path, self.row, self.column = path, row, column
+
+
+class MissingFileError(DataError, FileNotFoundError):
+    """A data file that does not exist; both a ``DataError`` and a ``FileNotFoundError``."""
+
+
+class DataWarning(UserWarning):
+    """Input cdrec accepts after a documented repair (e.g. duplicate pairs, last one kept)."""
+
+
+# Name of the column that carries each row's number as the user sees it in the file.
+ROW = "__cdrec_row__"
+
+# How row numbers are counted, said in every message that names a row.
+ROWS_WITH_HEADER = "rows counted from 1 at the first data row, header line not counted"
+ROWS_LINES = "rows counted from 1 at the first line of the file"
+ROWS_TABLE = "rows counted from 1 in file order"
+
+ROLES = ("user", "item", "rating", "timestamp")
+
+_CANONICAL_INT = r"-?(?:0|[1-9][0-9]{0,17})"
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _first(frame: pd.DataFrame, mask: np.ndarray | pd.Series) -> tuple[int, int]:
+    """(row number of the first masked row, how many rows are masked)."""
+    mask = np.asarray(mask, dtype=bool)
+    first = int(np.flatnonzero(mask)[0])
+    return int(frame[ROW].iloc[first]), int(mask.sum())
+
+
+def _count_note(count: int, rows: str) -> str:
+    more = "" if count == 1 else f"; {count} such rows, the first is named"
+    return f" ({rows}{more})"
+
+
+def column_label(column: Hashable, role: str, header: bool) -> str:
+    """How a column is named in messages: its header, or its 1-based field number and role."""
+    if header:
+        return str(column)
+    if isinstance(column, int | np.integer):
+        return f"field {int(column) + 1} ({role})"
+    return f"{column} ({role})"
+
+
+def require_columns(frame: pd.DataFrame, columns: Mapping[str, Hashable | None], *, path: str,
+                    header: bool = True) -> None:
+    """Raise a ``DataError`` naming every required column the file lacks."""
+    present = [c for c in frame.columns if c != ROW]
+    missing = [(role, col) for role, col in columns.items()
+               if col is not None and col not in present]
+    if not missing:
+        return
+    col = missing[0][1]
+    names = ", ".join(f"{c!r} ({r})" for r, c in missing)
+    if header:
+        have = ", ".join(repr(c) for c in present)
+        raise DataError(f"missing column(s) {names}; the file has columns {have}",
+                        path=path, column=str(col))
+    raise DataError(
+        f"missing column(s) {names}: the file has no header and {len(present)} field(s) per line "
+        f"(fields are given by 0-based position)", path=path, column=str(col))
+
+
+def check_not_empty(frame: pd.DataFrame, *, path: str, domain: str | None = None) -> None:
+    if len(frame) == 0:
+        what = "no data rows" if domain is None else f"no data rows for domain {domain!r}"
+        raise DataError(f"{what}; an empty domain cannot be used", path=path)
+
+
+def check_ids(frame: pd.DataFrame, column: Hashable, *, role: str, path: str, rows: str,
+              label: str | None = None) -> None:
+    """Refuse missing (empty / NaN) ids."""
+    missing = frame[column].isna().to_numpy()
+    if missing.any():
+        row, count = _first(frame, missing)
+        raise DataError(f"{role} id is missing{_count_note(count, rows)}", path=path, row=row,
+                        column=label or str(column))
+
+
+def parse_ratings(frame: pd.DataFrame, column: Hashable, *, scale: tuple[float, float] | None,
+                  path: str, rows: str, label: str | None = None) -> np.ndarray:
+    """Ratings as float32; refuses non-numbers, NaN and values outside ``scale``.
+
+    ``scale=None`` means implicit feedback: every value must be 1.
+    """
+    label = label or str(column)
+    raw = frame[column]
+    if pd.api.types.is_bool_dtype(raw):
+        raw = raw.astype(np.int8)
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna().to_numpy()
+    if bad.any():
+        missing = raw.isna().to_numpy()
+        text = raw.astype("string").str.strip().str.lower()
+        nan_text = text.isin(["nan", "na", "n/a", "null", "none", ""]).fillna(True).to_numpy()
+        nan_like = bad & (missing | nan_text)
+        not_number = bad & ~nan_like
+        if not_number.any():
+            row, count = _first(frame, not_number)
+            value = raw.to_numpy()[np.flatnonzero(not_number)[0]]
+            hint = " (is the first line a header? this file is read without one)" if (
+                row == 1 and rows == ROWS_LINES) else ""
+            raise DataError(f"rating {_show(value)} is not a number{hint}"
+                            f"{_count_note(count, rows)}", path=path, row=row, column=label)
+        row, count = _first(frame, nan_like)
+        raise DataError(f"rating is missing or NaN{_count_note(count, rows)}", path=path, row=row,
+                        column=label)
+    array = values.to_numpy(dtype=np.float64)
+    if scale is None:
+        outside = array != 1.0
+        if outside.any():
+            row, count = _first(frame, outside)
+            value = array[np.flatnonzero(outside)[0]]
+            raise DataError(
+                f"rating {value:g} in implicit-feedback data (rating_scale=None), where every "
+                f"value must be 1; declare rating_scale=(low, high) and binarize instead"
+                f"{_count_note(count, rows)}", path=path, row=row, column=label)
+    else:
+        low, high = scale
+        outside = (array < low) | (array > high)
+        if outside.any():
+            row, count = _first(frame, outside)
+            value = array[np.flatnonzero(outside)[0]]
+            raise DataError(f"rating {value:g} is outside the declared scale {low:g}..{high:g}"
+                            f"{_count_note(count, rows)}", path=path, row=row, column=label)
+    return array.astype(np.float32)
+
+
+def parse_timestamps(frame: pd.DataFrame, column: Hashable, *, path: str, rows: str,
+                     label: str | None = None) -> np.ndarray:
+    """Timestamps as int64 seconds: integers as they are, datetimes (or date strings) converted."""
+    label = label or str(column)
+    raw = frame[column]
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        stamps = raw
+    else:
+        numbers = pd.to_numeric(raw, errors="coerce")
+        if pd.api.types.is_integer_dtype(numbers):
+            return numbers.to_numpy(dtype=np.int64)
+        if not (numbers.isna() & raw.notna()).any():
+            if numbers.isna().any():
+                row, count = _first(frame, numbers.isna().to_numpy())
+                raise DataError(f"timestamp is missing{_count_note(count, rows)}", path=path,
+                                row=row, column=label)
+            array = numbers.to_numpy(dtype=np.float64)
+            if not np.isfinite(array).all():
+                row, count = _first(frame, ~np.isfinite(array))
+                raise DataError(f"timestamp is not finite{_count_note(count, rows)}", path=path,
+                                row=row, column=label)
+            return np.floor(array).astype(np.int64)
+        stamps = pd.to_datetime(raw, errors="coerce", utc=True)
+        if (stamps.isna() & raw.notna()).any():  # one format is guessed; retry element-wise
+            stamps = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
+    bad = stamps.isna().to_numpy()
+    if bad.any():
+        row, count = _first(frame, bad)
+        value = raw.to_numpy()[np.flatnonzero(bad)[0]]
+        raise DataError(f"timestamp {_show(value)} is neither a number nor a date"
+                        f"{_count_note(count, rows)}", path=path, row=row, column=label)
+    if getattr(stamps.dt, "tz", None) is None:
+        stamps = stamps.dt.tz_localize("UTC")
+    seconds = (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    return seconds.to_numpy(dtype=np.int64)
+
+
+def drop_duplicate_pairs(frame: pd.DataFrame, *, path: str, rows: str,
+                         domain: str | None = None) -> pd.DataFrame:
+    """Keep the LAST row of each repeated ``(user, item)`` pair, warning with the count."""
+    dup = frame.duplicated(["user", "item"], keep="last").to_numpy()
+    if not dup.any():
+        return frame
+    row, count = _first(frame, dup)
+    where = "" if domain is None else f" in domain {domain!r}"
+    warnings.warn(
+        f"file {path}: {count} duplicate (user, item) row(s){where}; kept the last occurrence of "
+        f"each pair and dropped {count} earlier row(s), the first at row {row} ({rows})",
+        DataWarning, stacklevel=4)
+    return frame.loc[~dup]
+
+
+def validate_interactions(frame: pd.DataFrame, columns: Mapping[str, Hashable | None], *,
+                          path: str, rows: str, rating_scale: tuple[float, float] | None,
+                          header: bool = True, domain: str | None = None,
+                          keep: Sequence[Hashable] = ()) -> pd.DataFrame:
+    """Check one domain's rows from one file and return them in the common form.
+
+    ``frame`` holds the file's columns plus ``ROW``; ``columns`` maps the roles ``user``,
+    ``item``, ``rating`` (``None``: implicit, all 1) and ``timestamp`` (``None``: absent) to the
+    file's columns. The result has columns ``user``, ``item`` (ids as read), ``rating``
+    (float32), ``timestamp`` (int64, if given), ``ROW`` and the ``keep`` columns, with duplicate
+    pairs removed (last kept, ``DataWarning``).
+    """
+    require_columns(frame, columns, path=path, header=header)
+    check_not_empty(frame, path=path, domain=domain)
+    labels = {role: column_label(col, role, header) for role, col in columns.items()
+              if col is not None}
+    out = {ROW: frame[ROW].to_numpy()}
+    for role in ("user", "item"):
+        check_ids(frame, columns[role], role=role, path=path, rows=rows, label=labels[role])
+        out[role] = frame[columns[role]].to_numpy()
+    if columns.get("rating") is None:
+        out["rating"] = np.ones(len(frame), dtype=np.float32)
+    else:
+        out["rating"] = parse_ratings(frame, columns["rating"], scale=rating_scale, path=path,
+                                      rows=rows, label=labels["rating"])
+    if columns.get("timestamp") is not None:
+        out["timestamp"] = parse_timestamps(frame, columns["timestamp"], path=path, rows=rows,
+                                            label=labels["timestamp"])
+    for col in keep:
+        out[col] = frame[col].to_numpy()
+    result = pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
+    return drop_duplicate_pairs(result, path=path, rows=rows, domain=domain)
+
+
+def normalise_ids(parts: Sequence[pd.Series | np.ndarray], mode: str = "auto") -> list[np.ndarray]:
+    """Put id columns that must be compared with each other into one type.
+
+    ``mode="str"``: every id as text. ``mode="auto"``: int64 when every id in every part is an
+    integer (integer dtype, integral floats, or text in canonical integer form such as ``"42"``,
+    not ``"042"``), else text; so ids sort numerically when they are numbers.
+    """
+    series = [p if isinstance(p, pd.Series) else pd.Series(p) for p in parts]
+    if mode not in ("auto", "str"):
+        raise ValueError(f"id mode must be 'auto' or 'str', got {mode!r}")
+    if mode == "auto":
+        if all(pd.api.types.is_integer_dtype(s) for s in series):
+            return [s.to_numpy(dtype=np.int64) for s in series]
+        if all(pd.api.types.is_float_dtype(s) or pd.api.types.is_integer_dtype(s)
+               for s in series):
+            arrays = [s.to_numpy(dtype=np.float64) for s in series]
+            if all(bool(np.all(a == np.floor(a))) and bool(np.all(np.abs(a) < 2**53))
+                   for a in arrays):
+                return [a.astype(np.int64) for a in arrays]
+        texts = [s.astype("string") for s in series]
+        if all(bool(t.str.fullmatch(_CANONICAL_INT).all()) for t in texts):
+            return [t.astype(np.int64).to_numpy(dtype=np.int64) for t in texts]
+        return [t.to_numpy(dtype=object) for t in texts]
+    return [s.astype("string").to_numpy(dtype=object) for s in series]

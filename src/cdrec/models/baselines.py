@@ -1,0 +1,77 @@
+"""Non-personalised floors: what a model that knows nothing about the user achieves.
+
+Every cold-start table lists one of these, so a transfer method's gain is measured against the
+item-side signal it could have had for free (issue: honest cold-start evaluation).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from cdrec.models.base import ModelConfig, Recommender, register
+from cdrec.scenarios.base import Evaluator, TrainView
+from cdrec.train import FitContext
+
+ALL_SCENARIOS = frozenset({"coldstart", "kfold_rating", "leave_one_out"})
+
+
+class _PerDomainTable(Recommender):
+    """Base for models whose prediction is a lookup in one score table per domain."""
+
+    supports = ALL_SCENARIOS
+
+    def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
+        self.domains_ = list(train.domains)
+        for name in self.domains_:
+            dom = train.data[name]
+            self.register_buffer(f"table_{name}", self._table(dom.interactions.item,
+                                                              dom.interactions.rating,
+                                                              dom.n_items).to(context.device))
+
+    def _table(self, items: torch.Tensor, ratings: torch.Tensor, n_items: int) -> torch.Tensor:
+        raise NotImplementedError  # abstract
+
+    @torch.no_grad()
+    def predict(self, domain: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        self.check_fitted()
+        if domain not in self.domains_:
+            raise KeyError(f"{type(self).__name__} was fitted on {self.domains_}, not {domain!r}")
+        return getattr(self, f"table_{domain}")[items]
+
+
+@register("GlobalMean")
+class GlobalMean(_PerDomainTable):
+    """Every prediction is the domain's training mean rating."""
+
+    def _table(self, items: torch.Tensor, ratings: torch.Tensor, n_items: int) -> torch.Tensor:
+        return torch.full((n_items,), float(ratings.mean()))
+
+
+class ItemMeanConfig(ModelConfig):
+    shrinkage: float = Field(5.0, ge=0, description=(
+        "prior weight, in pseudo-ratings at the global mean, of each item's average"))
+
+
+@register("ItemMean")
+class ItemMean(_PerDomainTable):
+    """Item average shrunk towards the global mean:
+    r_hat(i) = (sum_{u in R(i)} r_ui + k * mu) / (|R(i)| + k), with k = ``shrinkage``
+    (the Bayesian average; an item never rated gets mu)."""
+
+    Config = ItemMeanConfig
+
+    def _table(self, items: torch.Tensor, ratings: torch.Tensor, n_items: int) -> torch.Tensor:
+        mu = ratings.mean()
+        sums = torch.zeros(n_items).index_add_(0, items, ratings)
+        counts = torch.bincount(items, minlength=n_items).float()
+        k = self.config.shrinkage
+        return torch.where(counts > 0, (sums + k * mu) / (counts + k).clamp_min(1e-12), mu)
+
+
+@register("Popularity")
+class Popularity(_PerDomainTable):
+    """Score = number of training interactions of the item (implicit protocols' floor)."""
+
+    def _table(self, items: torch.Tensor, ratings: torch.Tensor, n_items: int) -> torch.Tensor:
+        return torch.bincount(items, minlength=n_items).float()

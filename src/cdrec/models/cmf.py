@@ -1,0 +1,103 @@
+"""Collective matrix factorisation (Singh and Gordon, KDD 2008): the domains' rating matrices are
+factorised jointly with one shared user factor table, so a user's source ratings shape the
+factors used in the target. Per-domain item factors, item biases, user biases and global means;
+the loss is a weighted sum of the per-domain losses (Singh and Gordon, Eq. 1 with squared loss,
+or BPR for implicit feedback). A cold-start user's target user bias stays at its prior, zero.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from cdrec.data.sampling import observed_keys, sample_negatives
+from cdrec.models.base import Recommender, register, validator
+from cdrec.models.mf import MFConfig, new_factor_model, users_without_data
+from cdrec.nn import bpr_loss, l2_penalty
+from cdrec.scenarios.base import Evaluator, TrainView
+from cdrec.train import FitContext, train_loop
+
+
+class CMFConfig(MFConfig):
+    source_weight: float = Field(1.0, ge=0, description=(
+        "weight of the non-target domains' losses relative to the target's (alpha)"))
+
+
+@register("CMF")
+class CMF(Recommender):
+    """Shared user factors across all domains of the train view (see module docstring)."""
+
+    Config = CMFConfig
+    supports = frozenset({"coldstart", "kfold_rating", "leave_one_out"})
+
+    def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
+        cfg = self.config
+        names = train.domains
+        shared = nn.Embedding(train.data.n_users, cfg.dim)
+        with torch.no_grad():
+            shared.weight.copy_(torch.randn(shared.weight.shape, generator=context.generator)
+                                * 0.1)
+            # Users with no data in any domain keep the prior.
+            present = torch.zeros(train.data.n_users, dtype=torch.bool)
+            for name in names:
+                present[train.data[name].interactions.user] = True
+            shared.weight[~present] = 0.0
+        self.models = nn.ModuleDict({
+            name: new_factor_model(train, name, cfg, context, user_factors=shared)
+            for name in names})
+        for name in names:
+            with torch.no_grad():
+                self.models[name].user_bias[users_without_data(train, name)] = 0.0
+        self.to(context.device)
+        weights = torch.tensor([1.0 if n == train.target else cfg.source_weight for n in names])
+        inters = [train.data[n].interactions for n in names]
+        flag = torch.cat([torch.full((len(x),), d) for d, x in enumerate(inters)])
+        users = torch.cat([x.user for x in inters])
+        items = torch.cat([x.item for x in inters])
+        ratings = torch.cat([x.rating for x in inters])
+        observed = [observed_keys(x.user, x.item, train.data[n].n_items)
+                    for n, x in zip(names, inters, strict=True)]
+        weights = weights.to(context.device)
+
+        def epoch_data(gen: torch.Generator) -> list[torch.Tensor]:
+            if not train.implicit:
+                return [flag, users, items, ratings]
+            neg = torch.cat([
+                sample_negatives(x.user.repeat_interleave(cfg.n_neg), train.data[n].n_items,
+                                 obs, gen).view(-1, cfg.n_neg)
+                for n, x, obs in zip(names, inters, observed, strict=True)])
+            return [flag, users, items, neg]
+
+        def loss_fn(batch: list[torch.Tensor]) -> torch.Tensor:
+            f, u, i, extra = batch
+            total = torch.zeros((), device=u.device)
+            for d, name in enumerate(names):
+                sel = f == d
+                if not bool(sel.any()):
+                    continue
+                mf, ud, id_ = self.models[name], u[sel], i[sel]
+                p = mf.user_factors(ud)
+                pos = mf.score_with(p, mf.user_bias[ud], id_)
+                if train.implicit:
+                    j = extra[sel]
+                    neg = mf.score_with(p.unsqueeze(1), mf.user_bias[ud].unsqueeze(1), j)
+                    loss = bpr_loss(pos, neg)
+                    penalty = l2_penalty(p, mf.item_factors(id_),
+                                         mf.item_factors(j).flatten(0, 1) / cfg.n_neg**0.5)
+                else:
+                    loss = (pos - extra[sel]).pow(2).mean()
+                    penalty = l2_penalty(p, mf.item_factors(id_), mf.user_bias[ud],
+                                         mf.item_bias[id_])
+                # Each domain's share of the batch keeps the objective a per-row average.
+                total = total + weights[d] * (loss + cfg.reg * penalty) * sel.float().mean()
+            return total
+
+        self.stage_ = train_loop(self, loss_fn, epoch_data, context=context, stage="cmf",
+                                 epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                                 validate=validator(self, validation), patience=cfg.patience)
+
+    @torch.no_grad()
+    def predict(self, domain: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        self.check_fitted()
+        return self.models[domain](users, items)

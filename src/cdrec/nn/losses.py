@@ -1,0 +1,22 @@
+"""Losses shared by the models."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Bayesian personalised ranking, -mean log sigma(s_pos - s_neg) (Rendle et al., 2009, Eq. 7).
+
+    ``pos`` is [B], ``neg`` is [B] or [B, n_neg] (each negative paired with its positive).
+    """
+    if neg.dim() == pos.dim() + 1:
+        pos = pos.unsqueeze(-1)
+    return -F.logsigmoid(pos - neg).mean()
+
+
+def l2_penalty(*tensors: torch.Tensor) -> torch.Tensor:
+    """Sum of squares of the rows used in a batch, divided by the batch size (rows of the first)."""
+    batch = max(1, tensors[0].shape[0])
+    return sum(t.pow(2).sum() for t in tensors) / batch

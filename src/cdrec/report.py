@@ -1,0 +1,132 @@
+"""Result tables (mean ± std over seeds, with paired significance marks) and training-curve plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from cdrec.stats import align_per_user, paired_tests
+
+FLOORS = ("GlobalMean", "ItemMean", "Popularity")
+REFERENCE = "TGT"
+MARK_FLOOR, MARK_TGT, MARK_LOSS = "†", "‡", "▽"
+
+
+def significance_table(per_user: pd.DataFrame, results: dict[str, dict[str, dict[str, Any]]],
+                       names: dict[str, str], metrics: list[str], *, higher_is_better: bool,
+                       alpha: float = 0.05) -> dict[str, Any]:
+    """Paired tests of every model against the best floor and against TGT, per metric.
+
+    Pairs are (seed, test user): each seed's split has its own test users and every model is
+    evaluated on the same ones, so pooling seeds keeps the pairing. Floors are the
+    non-personalised models (``FLOORS``); the best is the one with the best mean main metric.
+    """
+    floors = [label for label, name in names.items() if name in FLOORS]
+    main = metrics[0]
+    best_floor = None
+    if floors:
+        key = [results[f][main]["mean"] for f in floors]
+        pick = max if higher_is_better else min
+        best_floor = floors[key.index(pick(key))]
+    tgt = next((label for label, name in names.items() if name == REFERENCE), None)
+    out: dict[str, Any] = {"best_floor": best_floor, "reference": tgt, "alpha": alpha,
+                           "metrics": metrics, "higher_is_better": higher_is_better,
+                           "pairs": "(seed, user)", "tests": {}}
+    for label in names:
+        rows: dict[str, Any] = {}
+        for ref in (best_floor, tgt):
+            if ref is None or ref == label:
+                continue
+            rows[ref] = {}
+            for metric in metrics:
+                a, b = align_per_user(per_user[per_user.model == label],
+                                      per_user[per_user.model == ref], metric)
+                rows[ref][metric] = paired_tests(a, b, higher_is_better=higher_is_better,
+                                                 alpha=alpha)
+        out["tests"][label] = rows
+    return out
+
+
+def _cell(stats: dict[str, Any], signif: dict[str, Any], label: str, metric: str,
+          results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    text = f"{stats['mean']:.4f} ± {stats['std']:.4f}"
+    tests = signif["tests"].get(label, {})
+    marks = ""
+    floor, tgt = signif.get("best_floor"), signif.get("reference")
+    higher = signif["higher_is_better"]
+
+    def beats(ref: str) -> bool:  # the table's own mean must agree with the per-user test
+        return (stats["mean"] > results[ref][metric]["mean"]) == higher
+
+    if floor in tests and metric in tests[floor]:
+        t = tests[floor][metric]
+        if t["significant"] and beats(floor):
+            marks += MARK_FLOOR
+        elif not t["better"] and not beats(floor) and t["wilcoxon_p"] < signif["alpha"]:
+            marks += MARK_LOSS
+    if tgt in tests and metric in tests[tgt] and tests[tgt][metric]["significant"] and beats(tgt):
+        marks += MARK_TGT
+    return text + (f" {marks}" if marks else "")
+
+
+def markdown_table(results: dict[str, dict[str, dict[str, Any]]], signif: dict[str, Any]) -> str:
+    metrics = list(signif["metrics"])
+    extra = [m for m in ("chosen_epoch", "fit_seconds")
+             if any(m in r for r in results.values())]
+    header = ["model", *metrics, *extra]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, res in results.items():
+        cells = [label]
+        cells += [_cell(res[m], signif, label, m, results) if m in res else "" for m in metrics]
+        cells += [f"{res[m]['mean']:.1f}" if m in res else "–" for m in extra]
+        lines.append("| " + " | ".join(cells) + " |")
+    direction = "higher" if signif["higher_is_better"] else "lower"
+    legend = (f"mean ± std over seeds; {direction} is better. Paired Wilcoxon signed-rank test "
+              f"over (seed, test user) pairs at {signif['alpha']}: "
+              f"{MARK_FLOOR} better than the best floor ({signif['best_floor']}), "
+              f"{MARK_TGT} better than {signif['reference']}, "
+              f"{MARK_LOSS} worse than the best floor; a mark needs the table's mean to agree. "
+              "The test pairs per-user values (per-user RMSE for RMSE). "
+              "p-values of Wilcoxon and the paired t-test: significance.json.")
+    return "\n".join(lines) + "\n\n" + legend + "\n"
+
+
+def write_markdown(path: Path, name: str, results: dict[str, Any], signif: dict[str, Any],
+                   split_info: dict[int, Any]) -> str:
+    table = markdown_table(results, signif)
+    first = next(iter(split_info.values()), {}) or {}
+    info = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in first.items())
+    path.write_text(f"# {name}\n\n{table}\nSplit (first seed): {info}\n")
+    return table
+
+
+def plot_curves(history: pd.DataFrame, path: Path) -> None:
+    """Training loss per stage, and the validation metric where one drives early stopping,
+    for the first seed of every model."""
+    seed = history["seed"].min()
+    h = history[history.seed == seed]
+    val_cols = [c for c in h.columns if c.startswith("val_")]
+    fig, axes = plt.subplots(1, 1 + bool(val_cols), figsize=(12 if val_cols else 6, 4.5),
+                             squeeze=False)
+    for (model, stage), g in h.groupby(["model", "stage"], sort=False):
+        axes[0, 0].plot(g.epoch, g.train_loss, label=f"{model}: {stage}")
+    axes[0, 0].set(title=f"training loss (seed {seed})", xlabel="epoch", yscale="log")
+    axes[0, 0].legend(fontsize=7)
+    if val_cols:
+        ax = axes[0, 1]
+        for (model, stage), g in h.groupby(["model", "stage"], sort=False):
+            for col in val_cols:
+                if col.startswith("val_holdout") or g[col].isna().all():
+                    continue
+                ax.plot(g.epoch, g[col], label=f"{model}: {stage} {col[4:]}")
+        ax.set(title="validation users (early stopping)", xlabel="epoch")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

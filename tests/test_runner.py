@@ -1,0 +1,90 @@
+"""End to end: config -> run directory, the CLI, overrides, resume and config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cdrec.cli import app
+from cdrec.runner import load_config, run
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["seeds=[0,1]", "progress=false", "models.TGT.epochs=3", "models.CMF.epochs=3",
+        "models.EMCDR.base.epochs=3", "models.EMCDR.epochs=5"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml", [*FAST, f"output_dir={out}"])
+    return run(cfg), out / "quickstart"
+
+
+def test_run_writes_results_with_the_config_that_made_them(quick_run):
+    result, out = quick_run
+    for name in ("config.yaml", "results.json", "results.md", "significance.json",
+                 "per_user.parquet", "curves.png", "history.csv", "splits.json"):
+        assert (out / name).exists(), name
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["ItemMean", "TGT", "CMF", "EMCDR"]
+    for model, metrics in results.items():
+        for metric in ("MAE", "RMSE"):
+            cell = metrics[metric]
+            assert len(cell["per_seed"]) == 2
+            assert cell["mean"] == pytest.approx(sum(cell["per_seed"]) / 2)
+            assert 0.3 < cell["mean"] < 2.0, (model, cell)
+    assert "chosen_epoch" in results["EMCDR"] and "validation_RMSE" in results["EMCDR"]
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["models"]["EMCDR"]["base"]["epochs"] == 3  # resolved, overrides applied
+    assert config["models"]["EMCDR"]["mapping"] == "mlp"      # defaults written out
+    users = pd.read_parquet(out / "per_user.parquet")
+    assert set(users.model) == set(results)
+    assert users.groupby(["model", "seed"]).user.nunique().nunique() == 1  # same test users
+    signif = json.loads((out / "significance.json").read_text())
+    assert signif["best_floor"] == "ItemMean" and signif["reference"] == "TGT"
+    assert set(signif["tests"]["EMCDR"]) == {"ItemMean", "TGT"}
+    assert "| EMCDR |" in result["table"] and "±" in result["table"]
+
+
+def test_resume_reuses_finished_runs(quick_run):
+    _, out = quick_run
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    before = (out / "seeds" / "EMCDR_seed1.json").stat().st_mtime_ns
+    again = run(load_config(ROOT / "configs" / "quickstart.yaml",
+                            [*FAST, f"output_dir={Path(cfg['output_dir'])}"]), resume=True)
+    assert (out / "seeds" / "EMCDR_seed1.json").stat().st_mtime_ns == before
+    assert again["results"] == json.loads((out / "results.json").read_text())
+
+
+def test_cli_runs_and_prints_the_table(tmp_path):
+    res = CliRunner().invoke(app, ["run", str(ROOT / "configs" / "quickstart.yaml"), "seeds=[0]",
+                                   "models={ItemMean: {}, TGT: {epochs: 2}}",
+                                   f"output_dir={tmp_path}", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "| TGT |" in res.output and "| ItemMean |" in res.output
+
+
+@pytest.mark.parametrize("override, message", [
+    ("models.Nope={}", "unknown model 'Nope'"),
+    ("seedz=[1]", "seedz"),
+    ("scenario.params.test_fraction=2", "test_fraction must be in"),
+    ("data.path=no/such/dir", "does not exist"),
+])
+def test_bad_configs_fail_with_a_clear_message(tmp_path, override, message):
+    res = CliRunner().invoke(app, ["run", str(ROOT / "configs" / "quickstart.yaml"), override,
+                                   f"output_dir={tmp_path}", "--quiet"])
+    assert res.exit_code == 2
+    assert message in res.output
+
+
+def test_cli_lists_models_and_datasets():
+    runner = CliRunner()
+    models = runner.invoke(app, ["models"])
+    assert models.exit_code == 0 and "EMCDR" in models.output and "coldstart" in models.output
+    data = runner.invoke(app, ["datasets"])
+    assert data.exit_code == 0 and "douban" in data.output
