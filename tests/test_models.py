@@ -28,7 +28,7 @@ def synthetic_split(transfer_data):
 
 def test_item_mean_matches_pandas(douban_sample):
     split = ColdStartUsers("book", "music").split(douban_sample, 0)
-    model = fit("ItemMean", split, shrinkage=3.0)
+    model = fit("ItemMean", split, shrinkage=3.0, shrinkage_grid=None)
     music = split.train.data["music"].interactions
     frame = pd.DataFrame({"item": music.item.numpy(), "r": music.rating.numpy()})
     mu = frame.r.mean()
@@ -111,3 +111,13 @@ def test_scenario_support_is_checked(synthetic_split):
     train = replace(synthetic_split.train, scenario="leave_one_out")
     with pytest.raises(ValueError, match="EMCDR does not support scenario 'leave_one_out'"):
         build_model("EMCDR").fit(train)
+
+
+def test_item_mean_picks_its_shrinkage_on_validation_users_only(douban_sample):
+    split = ColdStartUsers("book", "music").split(douban_sample, 0)
+    grid = [0.0, 2.0, 50.0]
+    model = fit("ItemMean", split, shrinkage_grid=grid)
+    by_k = {k: split.validation.evaluate(fit("ItemMean", split, shrinkage=k,
+                                             shrinkage_grid=None))["RMSE"] for k in grid}
+    assert model.shrinkage_ == min(by_k, key=by_k.get)
+    assert model.selected_["validation_RMSE"] == pytest.approx(min(by_k.values()))

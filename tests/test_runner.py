@@ -88,3 +88,16 @@ def test_cli_lists_models_and_datasets():
     assert models.exit_code == 0 and "EMCDR" in models.output and "coldstart" in models.output
     data = runner.invoke(app, ["datasets"])
     assert data.exit_code == 0 and "douban" in data.output
+
+
+def test_sweep_expands_into_named_runs():
+    from cdrec.runner import load_configs
+
+    configs = load_configs(ROOT / "configs" / "douban_coldstart.yaml")
+    assert [c.name for c in configs] == [f"douban_coldstart/test_fraction={b}"
+                                         for b in (0.2, 0.5, 0.8)]
+    assert [c.scenario.params["test_fraction"] for c in configs] == [0.2, 0.5, 0.8]
+    with pytest.raises(ValueError, match="sweeps over 3 runs"):
+        load_config(ROOT / "configs" / "douban_coldstart.yaml")
+    with pytest.raises(ValueError, match="sweep must map dotted keys to non-empty lists"):
+        load_configs(ROOT / "configs" / "douban_coldstart.yaml", ["sweep={seeds: 3}"])

@@ -24,7 +24,7 @@ def run(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Train and evaluate every model of CONFIG for every seed; print the results table."""
-    from cdrec.runner import load_config
+    from cdrec.runner import load_configs
     from cdrec.runner import run as run_config
 
     extra = list(overrides or [])
@@ -33,13 +33,16 @@ def run(
     if quiet:
         extra.append("progress=false")
     try:
-        cfg = load_config(config, extra)
-        out = run_config(cfg, resume=resume)
+        configs = load_configs(config, extra)
+        for cfg in configs:
+            if len(configs) > 1:
+                typer.secho(f"== {cfg.name}", bold=True)
+            out = run_config(cfg, resume=resume)
+            typer.echo(out["table"])
+            typer.echo(f"written to {out['dir']}/")
     except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from None
-    typer.echo(out["table"])
-    typer.echo(f"written to {out['dir']}/")
 
 
 @app.command()

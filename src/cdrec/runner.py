@@ -9,6 +9,8 @@ curves), and ``seeds/`` + ``checkpoints/`` for ``--resume``.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 import time
 from dataclasses import asdict
@@ -73,7 +75,19 @@ class RunConfig(_Strict):
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config and apply ``key.sub=value`` overrides (values parsed as YAML)."""
+    """Read a YAML config and apply ``key.sub=value`` overrides (values parsed as YAML).
+
+    A config with a ``sweep`` is refused here: use :func:`load_configs`.
+    """
+    configs = load_configs(path, overrides)
+    if len(configs) != 1:
+        raise ValueError(f"{path} sweeps over {len(configs)} runs; use load_configs")
+    return configs[0]
+
+
+def load_configs(path: str | Path, overrides: list[str] | None = None) -> list[RunConfig]:
+    """One config per point of the file's optional ``sweep`` (``{dotted.key: [values]}``, the
+    product of all lists), each named ``<name>/<key>=<value>...`` so runs sit side by side."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
@@ -83,10 +97,23 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
             raise ValueError(f"override {item!r} must look like key.sub=value")
         key, value = item.split("=", 1)
         _set_dotted(raw, key.strip(), yaml.safe_load(value))
-    try:
-        return RunConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ValueError(f"invalid config {path}:\n{err}") from None
+    sweep = raw.pop("sweep", None) or {}
+    if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
+        raise ValueError(f"invalid config {path}: sweep must map dotted keys to non-empty lists")
+    configs = []
+    for values in itertools.product(*sweep.values()):
+        point = copy.deepcopy(raw)
+        parts = []
+        for key, value in zip(sweep, values, strict=True):
+            _set_dotted(point, key, value)
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+        if parts:
+            point["name"] = f"{point.get('name', 'run')}/{','.join(parts)}"
+        try:
+            configs.append(RunConfig.model_validate(point))
+        except ValidationError as err:
+            raise ValueError(f"invalid config {path}:\n{err}") from None
+    return configs
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -239,6 +266,8 @@ def _fit_one(config: RunConfig, label: str, seed: int, split: Split, device, out
     if selected:  # the stage chosen on validation users
         metrics["chosen_epoch"] = float(selected[-1].best_epoch)
         metrics[f"validation_{selected[-1].metric}"] = float(selected[-1].best_value)
+    for key, value in getattr(model, "selected_", {}).items():  # choices made without epochs
+        metrics[key if key.startswith("validation_") else f"selected_{key}"] = float(value)
     return ({"model": label, "seed": seed, "metrics": metrics,
              "stages": [asdict(s) for s in context.stages],
              "history": [{**h, "model": label, "seed": seed} for h in context.history]},

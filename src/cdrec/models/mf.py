@@ -28,7 +28,7 @@ class MFConfig(ModelConfig):
     use_bias: bool = Field(True, description="global, user and item biases (False: plain p.q)")
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(4096, ge=1)
-    lr: float = Field(0.005, gt=0)
+    lr: float = Field(0.02, gt=0)
     reg: float = Field(0.1, ge=0, description="L2 weight on the factor/bias rows of a batch")
     n_neg: int = Field(4, ge=1, description="sampled negatives per positive (implicit)")
     patience: int = Field(5, ge=1)
