@@ -13,8 +13,7 @@ from torch import nn
 
 from cdrec.data.sampling import observed_keys, sample_negatives
 from cdrec.models.base import Recommender, register, validator
-from cdrec.models.mf import MFConfig, new_factor_model, users_without_data
-from cdrec.nn import bpr_loss, l2_penalty
+from cdrec.models.mf import MFConfig, factor_loss, new_factor_model, users_without_data
 from cdrec.scenarios.base import Evaluator, TrainView
 from cdrec.train import FitContext, train_loop
 
@@ -76,21 +75,10 @@ class CMF(Recommender):
                 sel = f == d
                 if not bool(sel.any()):
                     continue
-                mf, ud, id_ = self.models[name], u[sel], i[sel]
-                p = mf.user_factors(ud)
-                pos = mf.score_with(p, mf.user_bias[ud], id_)
-                if train.implicit:
-                    j = extra[sel]
-                    neg = mf.score_with(p.unsqueeze(1), mf.user_bias[ud].unsqueeze(1), j)
-                    loss = bpr_loss(pos, neg)
-                    penalty = l2_penalty(p, mf.item_factors(id_),
-                                         mf.item_factors(j).flatten(0, 1) / cfg.n_neg**0.5)
-                else:
-                    loss = (pos - extra[sel]).pow(2).mean()
-                    penalty = l2_penalty(p, mf.item_factors(id_), mf.user_bias[ud],
-                                         mf.item_bias[id_])
+                loss = factor_loss(self.models[name], u[sel], i[sel], extra[sel],
+                                   implicit=train.implicit, reg=cfg.reg)
                 # Each domain's share of the batch keeps the objective a per-row average.
-                total = total + weights[d] * (loss + cfg.reg * penalty) * sel.float().mean()
+                total = total + weights[d] * loss * sel.float().mean()
             return total
 
         self.stage_ = train_loop(self, loss_fn, epoch_data, context=context, stage="cmf",

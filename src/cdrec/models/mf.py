@@ -61,27 +61,35 @@ def fit_factor_model(mf: BiasedMF, interactions: Interactions, n_items: int, *, 
             neg = sample_negatives(users, n_items, observed, gen).view(-1, config.n_neg)
             return [train_rows.user, train_rows.item, neg]
 
-        def loss_fn(batch: list[torch.Tensor]) -> torch.Tensor:
-            u, i, j = batch
-            p = mf.user_factors(u)
-            pos = mf.score_with(p, mf.user_bias[u], i)
-            neg = mf.score_with(p.unsqueeze(1), mf.user_bias[u].unsqueeze(1), j)
-            return bpr_loss(pos, neg) + config.reg * l2_penalty(
-                p, mf.item_factors(i), mf.item_factors(j).flatten(0, 1) / config.n_neg**0.5)
     else:
         def epoch_data(gen: torch.Generator) -> list[torch.Tensor]:
             return [train_rows.user, train_rows.item, train_rows.rating]
 
-        def loss_fn(batch: list[torch.Tensor]) -> torch.Tensor:
-            u, i, r = batch
-            err = mf(u, i) - r
-            return err.pow(2).mean() + config.reg * l2_penalty(
-                mf.user_factors(u), mf.item_factors(i), mf.user_bias[u], mf.item_bias[i])
+    def loss_fn(batch: list[torch.Tensor]) -> torch.Tensor:
+        return factor_loss(mf, *batch, implicit=implicit, reg=config.reg)
 
     mf.to(device)
     return train_loop(mf, loss_fn, epoch_data, context=context, stage=stage,
                       epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
                       validate=validate, patience=config.patience)
+
+
+def factor_loss(mf: BiasedMF, users: torch.Tensor, items: torch.Tensor, target: torch.Tensor,
+                *, implicit: bool, reg: float) -> torch.Tensor:
+    """The base objective on a batch, plus ``reg`` times the L2 norm of the rows it touches.
+
+    Explicit: ``target`` holds ratings, squared error (Koren et al. 2009, Eq. 5). Implicit:
+    ``target`` holds [B, n_neg] sampled negatives, BPR (Rendle et al. 2009, Eq. 7); each
+    negative's penalty is scaled by 1/sqrt(n_neg) so the weight per positive does not grow with it.
+    """
+    p = mf.user_factors(users)
+    pred = mf.score_with(p, mf.user_bias[users], items)
+    if implicit:
+        neg = mf.score_with(p.unsqueeze(1), mf.user_bias[users].unsqueeze(1), target)
+        return bpr_loss(pred, neg) + reg * l2_penalty(
+            p, mf.item_factors(items), mf.item_factors(target).flatten(0, 1) / target.shape[1]**0.5)
+    return (pred - target).pow(2).mean() + reg * l2_penalty(
+        p, mf.item_factors(items), mf.user_bias[users], mf.item_bias[items])
 
 
 def _holdout_validator(mf: BiasedMF, held: Interactions, n_items: int, implicit: bool,
