@@ -9,10 +9,11 @@ import torch
 
 from cdrec.data.dataset import Interactions
 from cdrec.data.sampling import sample_negatives
-from cdrec.metrics import auc, mae, ndcg_at_k, per_user_errors, rmse
+from cdrec.metrics import auc, mae, ndcg_at_k, per_user_errors, rmse, sampled_rank_metrics
 
 if TYPE_CHECKING:
     from cdrec.models.base import Recommender
+    from cdrec.scenarios.base import Evaluator
 
 SCORE_BATCH = 1 << 18  # pairs per predict call: large enough to amortise overhead, small in memory
 
@@ -128,3 +129,175 @@ def candidate_lists(users: torch.Tensor, positives: Interactions, n_items: int, 
     labels[row, col] = label
     mask[row, col] = True
     return candidates, labels, mask
+
+
+# --------------------------------------------------------------------------------------------
+# Leave-one-out sampled ranking, rating + top-k per user, and several domains at once
+# --------------------------------------------------------------------------------------------
+
+
+def _main_first(metrics: dict[str, torch.Tensor], main: str) -> dict[str, torch.Tensor]:
+    """The same dict with ``main`` first: report code takes the first metric column as main."""
+    return {main: metrics[main], **{k: v for k, v in metrics.items() if k != main}}
+
+
+class SampledRankingEvaluator:
+    """One held-out positive against ``n_neg`` fixed sampled negatives per user, in one domain.
+
+    ``users`` [n], ``positives`` [n] and ``negatives`` [n, n_neg] are fixed when the split is made.
+    Per user, the positive is ranked among its negatives by the model's scores and
+    :func:`cdrec.metrics.sampled_rank_metrics` gives MRR, HR@k and NDCG@k for each ``k`` in
+    ``ks`` (ties resolved as their expectation under random tie-breaking, so a constant model
+    scores exactly chance). ``evaluate`` averages over users; ``main_metric`` is
+    ``NDCG@{ks[0]}``.
+    """
+
+    higher_is_better = True
+
+    def __init__(self, domain: str, users: torch.Tensor, positives: torch.Tensor,
+                 negatives: torch.Tensor, ks: tuple[int, ...] = (10, 20)) -> None:
+        if users.dim() != 1 or positives.shape != users.shape or negatives.dim() != 2 \
+                or negatives.shape[0] != users.shape[0]:
+            raise ValueError(f"users and positives must be [n] and negatives [n, n_neg], got "
+                             f"{tuple(users.shape)}, {tuple(positives.shape)} and "
+                             f"{tuple(negatives.shape)}")
+        if users.numel() == 0:
+            raise ValueError(f"no held-out users to evaluate in domain {domain!r}")
+        if not ks:
+            raise ValueError("ks must name at least one cut-off")
+        self.domain, self.users = domain, users
+        self.positives, self.negatives, self.ks = positives, negatives, tuple(ks)
+        self.main_metric = f"NDCG@{self.ks[0]}"
+
+    @property
+    def n_neg(self) -> int:
+        return int(self.negatives.shape[1])
+
+    def _per_user(self, model: Recommender) -> dict[str, torch.Tensor]:
+        items = torch.cat([self.positives.unsqueeze(1), self.negatives], 1)
+        scores = score_pairs(model, self.domain, self.users.unsqueeze(1).expand_as(items), items)
+        values = sampled_rank_metrics(scores[:, 0], scores[:, 1:], self.ks)
+        return _main_first(values, self.main_metric)
+
+    def evaluate(self, model: Recommender) -> dict[str, float]:
+        return {name: float(v.mean()) for name, v in self._per_user(model).items()}
+
+    def per_user(self, model: Recommender) -> pd.DataFrame:
+        values = self._per_user(model)
+        return pd.DataFrame({"user": self.users.numpy(),
+                             **{name: v.numpy() for name, v in values.items()}})
+
+
+class RatingTopKEvaluator(RatingEvaluator):
+    """Held-out ratings of one domain: MAE and RMSE, plus Precision@k and Recall@k per user.
+
+    MAE and RMSE are pooled over all held-out ratings (as :class:`RatingEvaluator`). For the
+    top-k metrics each user's *own held-out items* are ranked by predicted rating (ties broken by
+    a random order fixed at construction from ``generator``, seed 0 if None); an item is relevant
+    when its true rating is ``>= relevance_threshold``. With ``hits`` = relevant items among the
+    user's top ``k``::
+
+        Precision@k = hits / k               (k even when the user has fewer held-out items)
+        Recall@k    = hits / #relevant       (users without a relevant item are left out)
+
+    Both are averaged over users. No dense user x item array is built: one sort of the held-out
+    rows by (user, predicted rating) gives every rank.
+    """
+
+    main_metric = "RMSE"
+    higher_is_better = False
+
+    def __init__(self, domain: str, interactions: Interactions, k: int = 5,
+                 relevance_threshold: float = 4.0, generator: torch.Generator | None = None
+                 ) -> None:
+        super().__init__(domain, interactions)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        self.k, self.relevance_threshold = k, float(relevance_threshold)
+        # A fixed random order of the rows: the tie-break among equal predictions.
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self._tie_order = torch.randperm(len(interactions), generator=generator)
+
+    def _per_user(self, model: Recommender, pred: torch.Tensor | None = None
+                  ) -> dict[str, torch.Tensor]:
+        inter = self.interactions
+        pred = self._predict(model) if pred is None else pred
+        errors = per_user_errors(pred, inter.rating, inter.user)
+        # Sort rows by user, then predicted rating descending, then the fixed random order.
+        order = self._tie_order
+        order = order[torch.argsort(pred[order], descending=True, stable=True)]
+        order = order[torch.argsort(inter.user[order], stable=True)]
+        users, counts = torch.unique_consecutive(inter.user[order], return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(order.numel()) - starts.repeat_interleave(counts)
+        group = torch.arange(users.numel()).repeat_interleave(counts)
+        relevant = (inter.rating[order] >= self.relevance_threshold).double()
+        hits = torch.zeros(users.numel(), dtype=torch.float64).index_add_(
+            0, group, relevant * (rank < self.k).double())
+        n_rel = torch.zeros(users.numel(), dtype=torch.float64).index_add_(0, group, relevant)
+        recall = torch.where(n_rel > 0, hits / n_rel.clamp_min(1),
+                             torch.full_like(hits, float("nan")))
+        return {"user": errors["user"], "RMSE": errors["rmse"], "MAE": errors["mae"],
+                f"Precision@{self.k}": hits / self.k, f"Recall@{self.k}": recall,
+                "n": errors["n"]}
+
+    def evaluate(self, model: Recommender) -> dict[str, float]:
+        pred = self._predict(model)
+        out = {"RMSE": rmse(pred, self.interactions.rating),
+               "MAE": mae(pred, self.interactions.rating)}
+        values = self._per_user(model, pred)
+        for name in (f"Precision@{self.k}", f"Recall@{self.k}"):
+            out[name] = float(torch.nanmean(values[name]))
+        return out
+
+    def per_user(self, model: Recommender) -> pd.DataFrame:
+        return pd.DataFrame({name: v.numpy() for name, v in self._per_user(model).items()})
+
+
+class MultiDomainEvaluator:
+    """Several per-domain evaluators as one (multi-target and dual-target protocols).
+
+    ``evaluate`` returns every domain's metrics as ``"{domain}/{metric}"`` and, unprefixed, each
+    metric's unweighted mean over the domains (a domain counts once whatever its size).
+    ``main_metric`` is the parts' main metric, unprefixed: the mean over domains is what early
+    stopping and model selection see. ``per_user`` stacks the parts' tables with a ``domain``
+    column: one row per (domain, user). There is deliberately no ``domain`` attribute: a model
+    that validates one domain at a time can ask :meth:`for_domain` for that domain's part.
+    """
+
+    def __init__(self, parts: dict[str, Evaluator]) -> None:
+        if not parts:
+            raise ValueError("MultiDomainEvaluator needs at least one per-domain evaluator")
+        mains = {p.main_metric for p in parts.values()}
+        directions = {p.higher_is_better for p in parts.values()}
+        if len(mains) != 1 or len(directions) != 1:
+            raise ValueError(f"per-domain evaluators must share main_metric and direction, got "
+                             f"{sorted(mains)} and {sorted(directions)}")
+        self.parts = dict(parts)
+        self.main_metric = mains.pop()
+        self.higher_is_better = directions.pop()
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.parts)
+
+    def for_domain(self, domain: str) -> Evaluator | None:
+        """The evaluator of one domain, or ``None`` if that domain is not evaluated."""
+        return self.parts.get(domain)
+
+    def evaluate(self, model: Recommender) -> dict[str, float]:
+        per_domain = {name: part.evaluate(model) for name, part in self.parts.items()}
+        first = next(iter(per_domain.values()))
+        common = [m for m in first if all(m in v for v in per_domain.values())]
+        out = {m: sum(v[m] for v in per_domain.values()) / len(per_domain) for m in common}
+        for name, values in per_domain.items():
+            out.update({f"{name}/{m}": v for m, v in values.items()})
+        return out
+
+    def per_user(self, model: Recommender) -> pd.DataFrame:
+        frames = []
+        for name, part in self.parts.items():
+            frame = part.per_user(model)
+            frame.insert(0, "domain", name)
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)

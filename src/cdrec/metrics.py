@@ -309,3 +309,12 @@ def sampled_rank_metrics(pos_scores: Tensor, neg_scores: Tensor,
         out[f"HR@{k}"] = (k - greater).clamp(0, None).minimum(tied + 1).to(torch.float64) / n_orders
         out[f"NDCG@{k}"] = (disc[last.clamp_max(k)] - disc[greater.clamp_max(k)]) / n_orders
     return out
+
+
+LOWER_IS_BETTER = ("MAE", "RMSE")
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of a metric by its name (``RMSE``, ``book/MAE``: lower; AUC, NDCG@k, HR@k, MRR,
+    Precision@k, Recall@k: higher)."""
+    return metric.rsplit("/", 1)[-1] not in LOWER_IS_BETTER

@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from cdrec.metrics import higher_is_better
 from cdrec.stats import align_per_user, paired_tests
 
 FLOORS = ("GlobalMean", "ItemMean", "Popularity")
@@ -19,8 +20,7 @@ MARK_FLOOR, MARK_TGT, MARK_LOSS = "†", "‡", "▽"
 
 
 def significance_table(per_user: pd.DataFrame, results: dict[str, dict[str, dict[str, Any]]],
-                       names: dict[str, str], metrics: list[str], *, higher_is_better: bool,
-                       alpha: float = 0.05) -> dict[str, Any]:
+                       names: dict[str, str], metrics: list[str], *, alpha: float = 0.05) -> dict[str, Any]:
     """Paired tests of every model against the best floor and against TGT, per metric.
 
     Pairs are (seed, test user): each seed's split has its own test users and every model is
@@ -32,12 +32,15 @@ def significance_table(per_user: pd.DataFrame, results: dict[str, dict[str, dict
     best_floor = None
     if floors:
         key = [results[f][main]["mean"] for f in floors]
-        pick = max if higher_is_better else min
+        pick = max if higher_is_better(main) else min
         best_floor = floors[key.index(pick(key))]
     tgt = next((label for label, name in names.items() if name == REFERENCE), None)
+    # Multi-domain protocols evaluate a user once per domain: pair on (seed, domain, user).
+    keys = ("seed", "domain", "user") if "domain" in per_user.columns else ("seed", "user")
     out: dict[str, Any] = {"best_floor": best_floor, "reference": tgt, "alpha": alpha,
-                           "metrics": metrics, "higher_is_better": higher_is_better,
-                           "pairs": "(seed, user)", "tests": {}}
+                           "metrics": metrics,
+                           "higher_is_better": {m: higher_is_better(m) for m in metrics},
+                           "pairs": f"({', '.join(keys)})", "tests": {}}
     for label in names:
         rows: dict[str, Any] = {}
         for ref in (best_floor, tgt):
@@ -46,8 +49,8 @@ def significance_table(per_user: pd.DataFrame, results: dict[str, dict[str, dict
             rows[ref] = {}
             for metric in metrics:
                 a, b = align_per_user(per_user[per_user.model == label],
-                                      per_user[per_user.model == ref], metric)
-                rows[ref][metric] = paired_tests(a, b, higher_is_better=higher_is_better,
+                                      per_user[per_user.model == ref], metric, keys)
+                rows[ref][metric] = paired_tests(a, b, higher_is_better=higher_is_better(metric),
                                                  alpha=alpha)
         out["tests"][label] = rows
     return out
@@ -59,7 +62,7 @@ def _cell(stats: dict[str, Any], signif: dict[str, Any], label: str, metric: str
     tests = signif["tests"].get(label, {})
     marks = ""
     floor, tgt = signif.get("best_floor"), signif.get("reference")
-    higher = signif["higher_is_better"]
+    higher = signif["higher_is_better"][metric]
 
     def beats(ref: str) -> bool:  # the table's own mean must agree with the per-user test
         return (stats["mean"] > results[ref][metric]["mean"]) == higher
@@ -86,9 +89,10 @@ def markdown_table(results: dict[str, dict[str, dict[str, Any]]], signif: dict[s
         cells += [_cell(res[m], signif, label, m, results) if m in res else "" for m in metrics]
         cells += [f"{res[m]['mean']:.1f}" if m in res else "–" for m in extra]
         lines.append("| " + " | ".join(cells) + " |")
-    direction = "higher" if signif["higher_is_better"] else "lower"
-    legend = (f"mean ± std over seeds; {direction} is better. Paired Wilcoxon signed-rank test "
-              f"over (seed, test user) pairs at {signif['alpha']}: "
+    direction = ", ".join(f"{m} {'higher' if up else 'lower'}"
+                          for m, up in signif["higher_is_better"].items())
+    legend = (f"mean ± std over seeds; better is {direction}. Paired Wilcoxon signed-rank test "
+              f"over {signif['pairs']} pairs at {signif['alpha']}: "
               f"{MARK_FLOOR} better than the best floor ({signif['best_floor']}), "
               f"{MARK_TGT} better than {signif['reference']}, "
               f"{MARK_LOSS} worse than the best floor; a mark needs the table's mean to agree. "
@@ -125,8 +129,12 @@ def plot_curves(history: pd.DataFrame, path: Path) -> None:
                 if col.startswith("val_holdout") or g[col].isna().all():
                     continue
                 ax.plot(g.epoch, g[col], label=f"{model}: {stage} {col[4:]}")
-        ax.set(title="validation users (early stopping)", xlabel="epoch")
-        ax.legend(fontsize=7)
+        ax.set(title="validation metric (early stopping)", xlabel="epoch")
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no stage early-stopped on validation users", ha="center",
+                    transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -207,11 +207,9 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     per_user: list[pd.DataFrame] = []
     history: list[dict[str, Any]] = []
     split_info: dict[int, Any] = {}
-    higher_is_better = False
     for seed in config.seeds:
         split: Split = scenario.split(data, seed)
         split_info[seed] = split.info
-        higher_is_better = split.test.higher_is_better
         for label in labels:
             record_path = seed_dir / f"{_safe(label)}_seed{seed}.json"
             users_path = seed_dir / f"{_safe(label)}_seed{seed}.parquet"
@@ -230,8 +228,7 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     users_df = pd.concat(per_user, ignore_index=True)
     users_df.to_parquet(out / "per_user.parquet", index=False)
     names = {label: config.model_params(label)[0] for label in labels}
-    signif = significance_table(users_df, results, names, main_metrics(users_df),
-                                higher_is_better=higher_is_better)
+    signif = significance_table(users_df, results, names, main_metrics(users_df))
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "significance.json").write_text(json.dumps(signif, indent=1))
     (out / "splits.json").write_text(json.dumps(split_info, indent=1))
@@ -291,7 +288,7 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
 
 
 def main_metrics(users: pd.DataFrame) -> list[str]:
-    return [c for c in users.columns if c not in ("model", "seed", "user", "n")]
+    return [c for c in users.columns if c not in ("model", "seed", "domain", "user", "n")]
 
 
 def _safe(label: str) -> str:

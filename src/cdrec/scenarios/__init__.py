@@ -2,7 +2,10 @@
 
 from cdrec.scenarios.base import Split, TrainView
 from cdrec.scenarios.coldstart import ColdStartUsers
+from cdrec.scenarios.dualtarget import KFoldRating
+from cdrec.scenarios.multitarget import LeaveOneOut
 
-SCENARIOS: dict[str, type] = {"coldstart": ColdStartUsers}
+SCENARIOS: dict[str, type] = {"coldstart": ColdStartUsers, "leave_one_out": LeaveOneOut,
+                               "kfold_rating": KFoldRating}
 
-__all__ = ["SCENARIOS", "ColdStartUsers", "Split", "TrainView"]
+__all__ = ["SCENARIOS", "ColdStartUsers", "KFoldRating", "LeaveOneOut", "Split", "TrainView"]

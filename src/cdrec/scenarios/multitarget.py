@@ -1,0 +1,264 @@
+"""Multi-target leave-one-out: every domain is a target, ranked against sampled negatives.
+
+Protocol (UCLR, DisenCDR): in each evaluated domain, every user with a held-out positive is
+asked to rank it above ``n_neg`` items they never interacted with in that domain (training and
+test rows both count as interactions), sampled once per split from the seed. MRR, HR@k and
+NDCG@k (k in ``ks``) come from :func:`cdrec.metrics.sampled_rank_metrics`, averaged over users.
+
+Which row is the held-out positive, per domain:
+
+* the domain's ``given_test`` (a leave-one-out file shipped with the dataset) when there is one
+  and ``use_given_test`` is true. Each of its users must have exactly one row there, else a
+  ``DataError`` names the first user with several (no silent choice among them);
+* otherwise each user's last interaction by timestamp when the domain has timestamps (ties:
+  the later row in the table), else one interaction drawn at random from the seed; only users
+  with at least two distinct items are held out, so everyone keeps one training item.
+
+With ``validation`` true, one more positive per user is held out of the remaining training rows
+(by the same rule: the latest by timestamp if there are timestamps, else seeded at random; only
+for users still holding two distinct items), with its own sampled negatives: early stopping and
+model selection see those, never a test row.
+
+The train view is built from filtered tensors: every (user, item) pair held out for test or
+validation is removed from it (duplicate rows of the pair included), ``given_test`` is dropped
+from every domain, and explicit ratings are binarised (every observed interaction is a
+positive). Negatives are distinct within a user's list and never one of the user's observed
+items, ``given_test`` rows included (also when ``use_given_test`` is false).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from cdrec.data.dataset import CrossDomainData, Domain, Interactions
+from cdrec.data.sampling import observed_keys, pair_keys
+from cdrec.data.schema import DataError
+from cdrec.data.transforms import binarize
+from cdrec.evaluation import MultiDomainEvaluator, SampledRankingEvaluator
+from cdrec.scenarios.base import Evaluator, Split, TrainView
+
+REJECTION_ROUNDS = 30  # then the few rows still colliding are drawn exactly, densely
+DENSE_BUDGET = 1 << 24  # entries of the dense random-key block in that exact fallback
+
+
+def in_sorted(query: torch.Tensor, sorted_keys: torch.Tensor) -> torch.Tensor:
+    """``torch.isin(query, sorted_keys)`` for sorted ``sorted_keys``, by binary search (cheaper
+    than ``isin``'s sort of both arrays)."""
+    if sorted_keys.numel() == 0:
+        return torch.zeros(query.shape, dtype=torch.bool)
+    pos = torch.searchsorted(sorted_keys, query).clamp_max(sorted_keys.numel() - 1)
+    return sorted_keys[pos] == query
+
+
+def drop_pairs(inter: Interactions, held: Interactions, n_items: int) -> Interactions:
+    """The rows of ``inter`` whose (user, item) pair is not one of ``held``'s."""
+    held_keys = observed_keys(held.user, held.item, n_items)
+    return inter.select(~in_sorted(pair_keys(inter.user, inter.item, n_items), held_keys))
+
+
+def evaluated_domains(data: CrossDomainData, domains: Sequence[str] | None) -> list[str]:
+    """The domain names a multi-domain protocol evaluates (default: all), checked to exist."""
+    if domains is None:
+        return list(data.domains)
+    for name in domains:
+        data[name]  # raises a KeyError that names the available domains
+    return list(domains)
+
+
+def check_domains(domains: Sequence[str] | None) -> tuple[str, ...] | None:
+    """Constructor-time check of a ``domains`` parameter: non-empty, names, no repeats."""
+    if domains is None:
+        return None
+    if isinstance(domains, str):
+        raise TypeError(f"domains must be a list of domain names, got the string {domains!r}")
+    names = tuple(domains)
+    if not names:
+        raise ValueError("domains is empty: give at least one domain name, or null for all")
+    if len(set(names)) != len(names):
+        raise ValueError(f"domains repeats a name: {list(names)}")
+    return names
+
+
+def one_row_per_user(user: torch.Tensor, eligible: torch.Tensor, timestamp: torch.Tensor | None,
+                     generator: torch.Generator) -> torch.Tensor:
+    """Row indices, one per user among the ``eligible`` rows: the latest by ``timestamp`` (ties:
+    the later row), or a uniformly random one when there are no timestamps. Sorted by user."""
+    rows = eligible.nonzero().squeeze(1)
+    if timestamp is not None:
+        rows = rows[torch.argsort(timestamp[rows], stable=True)]  # oldest first
+        rows = rows[torch.argsort(user[rows], stable=True)]
+        u = user[rows]
+        pick = torch.ones_like(u, dtype=torch.bool)
+        pick[:-1] = u[1:] != u[:-1]  # the last row of each user
+    else:
+        rows = rows[torch.randperm(rows.numel(), generator=generator)]
+        rows = rows[torch.argsort(user[rows], stable=True)]
+        u = user[rows]
+        pick = torch.ones_like(u, dtype=torch.bool)
+        pick[1:] = u[1:] != u[:-1]  # the first row of each user, in random order
+    return rows[pick]
+
+
+def distinct_items_per_user(inter: Interactions, n_items: int, n_users: int) -> torch.Tensor:
+    """``[n_users]`` count of each user's distinct items in ``inter``."""
+    keys = observed_keys(inter.user, inter.item, n_items)
+    return torch.bincount(keys // n_items, minlength=n_users)
+
+
+def sample_distinct_negatives(users: torch.Tensor, n_items: int, n_neg: int,
+                              observed: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``[len(users), n_neg]`` items, each row distinct and outside the user's ``observed`` keys
+    (sorted, as :func:`cdrec.data.sampling.observed_keys` gives them).
+
+    Vectorised rejection: draw every slot uniformly, then redraw only the slots that hit an
+    observed item or repeat an earlier slot of their row. Rows still colliding after
+    ``REJECTION_ROUNDS`` (users who interacted with most of the items) are drawn exactly: a
+    random key per item, observed items excluded, the ``n_neg`` smallest kept. The caller checks
+    that every user has ``n_neg`` unobserved items.
+    """
+    n = users.numel()
+    items = torch.randint(n_items, (n, n_neg), generator=generator)
+    bad = _collisions(users, items, n_items, observed)
+    for _ in range(REJECTION_ROUNDS):
+        if not bool(bad.any()):
+            return items
+        items[bad] = torch.randint(n_items, (int(bad.sum()),), generator=generator)
+        bad = _collisions(users, items, n_items, observed)
+    rows = bad.any(1).nonzero().squeeze(1)
+    chunk = max(1, DENSE_BUDGET // n_items)
+    all_items = torch.arange(n_items)
+    for start in range(0, rows.numel(), chunk):  # blocks of the rare colliding rows
+        block = rows[start:start + chunk]
+        keys = torch.rand(block.numel(), n_items, generator=generator)
+        seen = in_sorted(pair_keys(users[block].unsqueeze(1), all_items.unsqueeze(0), n_items),
+                         observed)
+        keys[seen] = 2.0  # above every uniform key: an observed item is never among the smallest
+        items[block] = torch.topk(keys, n_neg, dim=1, largest=False).indices
+    return items
+
+
+def _collisions(users: torch.Tensor, items: torch.Tensor, n_items: int,
+                observed: torch.Tensor) -> torch.Tensor:
+    """Slots that are observed for their user or repeat an earlier slot of the same row."""
+    hit = in_sorted(pair_keys(users.unsqueeze(1).expand_as(items), items, n_items), observed)
+    sorted_items, order = torch.sort(items, dim=1, stable=True)
+    repeat = torch.zeros_like(hit)
+    repeat[:, 1:] = sorted_items[:, 1:] == sorted_items[:, :-1]
+    dup = torch.zeros_like(hit).scatter_(1, order, repeat)
+    return hit | dup
+
+
+@dataclass(frozen=True)
+class LeaveOneOut:
+    """Leave-one-out sampled ranking in every domain (see module docstring)."""
+
+    domains: Sequence[str] | None = None
+    n_neg: int = 99
+    ks: Sequence[int] = (10, 20)
+    validation: bool = True
+    use_given_test: bool = True
+
+    name = "leave_one_out"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "domains", check_domains(self.domains))
+        if isinstance(self.n_neg, bool) or not isinstance(self.n_neg, int) or self.n_neg < 1:
+            raise ValueError(f"n_neg must be an integer >= 1, got {self.n_neg!r}")
+        ks = tuple(self.ks) if not isinstance(self.ks, int) else (self.ks,)
+        if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+            raise ValueError(f"ks must be a non-empty list of positive integers, got {self.ks!r}")
+        if len(set(ks)) != len(ks):
+            raise ValueError(f"ks repeats a cut-off: {list(ks)}")
+        object.__setattr__(self, "ks", ks)
+
+    def split(self, data: CrossDomainData, seed: int) -> Split:
+        names = evaluated_domains(data, self.domains)
+        data = binarize(data)  # every observed interaction is a positive
+        gen = torch.Generator().manual_seed(seed)  # held-out choices
+        neg_gen = torch.Generator().manual_seed(seed + 7919)  # evaluation negatives: own stream
+        new_domains = {name: dom.with_interactions(dom.interactions, given_test=None)
+                       for name, dom in data.domains.items()}
+        tests: dict[str, Evaluator] = {}
+        vals: dict[str, Evaluator] = {}
+        info: dict[str, object] = {}
+        for name in names:  # a loop over domains; everything inside is vectorised
+            dom = data[name]
+            test_pos, how = self._test_positives(data, dom, gen)
+            n_items = dom.n_items
+            inter = dom.interactions
+            rest = drop_pairs(inter, test_pos, n_items)
+            val_pos = None
+            if self.validation:
+                eligible = distinct_items_per_user(rest, n_items, data.n_users)[rest.user] >= 2
+                val_pos = rest.select(one_row_per_user(rest.user, eligible, rest.timestamp, gen))
+                rest = drop_pairs(rest, val_pos, n_items)
+            new_domains[name] = dom.with_interactions(rest, given_test=None)
+
+            everything = inter if dom.given_test is None else inter.concat(dom.given_test)
+            observed = observed_keys(everything.user, everything.item, n_items)
+            self._check_room(data, name, n_items, observed, test_pos, val_pos)
+            tests[name] = self._evaluator(name, test_pos, n_items, observed, neg_gen)
+            if val_pos is not None and len(val_pos):
+                vals[name] = self._evaluator(name, val_pos, n_items, observed, neg_gen)
+            info[f"{name}_test_users"] = len(test_pos)
+            info[f"{name}_validation_users"] = 0 if val_pos is None else len(val_pos)
+            info[f"{name}_train_interactions"] = len(rest)
+            info[f"{name}_test_from"] = how
+        info["n_neg"] = self.n_neg
+        train = TrainView(data.replace_domains(new_domains), scenario=self.name, implicit=True)
+        return Split(train=train, test=combine_evaluators(tests),
+                     validation=combine_evaluators(vals) if vals else None,
+                     info=info)
+
+    def _test_positives(self, data: CrossDomainData, dom: Domain, gen: torch.Generator
+                        ) -> tuple[Interactions, str]:
+        if self.use_given_test and dom.given_test is not None:
+            given = dom.given_test
+            if len(given) == 0:
+                raise DataError(f"domain {dom.name!r}: given_test is empty; set "
+                                "use_given_test: false to hold out from the interactions")
+            counts = torch.bincount(given.user, minlength=data.n_users)
+            if bool((counts > 1).any()):
+                user = int(torch.argmax((counts > 1).int()))
+                several = int((counts > 1).sum())
+                raise DataError(
+                    f"domain {dom.name!r}: given_test holds {int(counts[user])} rows for user "
+                    f"{data.user_ids[user].tolist()!r} ({several} user(s) have several); "
+                    "leave-one-out needs exactly one test row per user: set use_given_test: "
+                    "false to hold out one interaction per user instead")
+            return given.select(torch.argsort(given.user)), "given_test"
+        inter = dom.interactions
+        eligible = distinct_items_per_user(inter, dom.n_items, data.n_users)[inter.user] >= 2
+        if not bool(eligible.any()):
+            raise DataError(f"domain {dom.name!r}: no user has two or more distinct items, so "
+                            "no one can be held out (leave-one-out keeps one training item)")
+        rows = one_row_per_user(inter.user, eligible, inter.timestamp, gen)
+        return inter.select(rows), "last_by_time" if inter.timestamp is not None else "random"
+
+    def _check_room(self, data: CrossDomainData, name: str, n_items: int, observed: torch.Tensor,
+                    test_pos: Interactions, val_pos: Interactions | None) -> None:
+        users = test_pos.user if val_pos is None else torch.cat([test_pos.user, val_pos.user])
+        room = n_items - torch.bincount(observed // n_items, minlength=data.n_users)[users]
+        if bool((room < self.n_neg).any()):
+            worst = int(torch.argmin(room))
+            user = data.user_ids[int(users[worst])].tolist()
+            raise ValueError(
+                f"n_neg={self.n_neg} is too large for domain {name!r}: user {user!r} has only "
+                f"{int(room[worst])} items they never interacted with (of the domain's "
+                f"{n_items}); lower n_neg")
+
+    def _evaluator(self, name: str, positives: Interactions, n_items: int,
+                   observed: torch.Tensor, gen: torch.Generator) -> SampledRankingEvaluator:
+        negatives = sample_distinct_negatives(positives.user, n_items, self.n_neg, observed, gen)
+        return SampledRankingEvaluator(name, positives.user, positives.item, negatives,
+                                       ks=tuple(self.ks))
+
+
+def combine_evaluators(parts: dict[str, Evaluator]) -> Evaluator:
+    """One domain: its own evaluator (it has ``.domain``); several: their combination."""
+    if len(parts) == 1:
+        return next(iter(parts.values()))
+    return MultiDomainEvaluator(parts)

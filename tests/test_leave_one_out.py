@@ -1,0 +1,292 @@
+"""Multi-target leave-one-out: held-out positives, sampled negatives, metrics and errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cdrec.data.dataset import CrossDomainData, Domain, Interactions
+from cdrec.data.schema import DataError
+from cdrec.evaluation import MultiDomainEvaluator, SampledRankingEvaluator
+from cdrec.models.base import Recommender
+from cdrec.scenarios import SCENARIOS
+from cdrec.scenarios.multitarget import LeaveOneOut, sample_distinct_negatives
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ScoreFn(Recommender):
+    """A fake fitted model whose score is a given function of (domain, users, items)."""
+
+    supports = frozenset({"leave_one_out", "kfold_rating"})
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+        self.fitted_ = True
+
+    def predict(self, domain, users, items):
+        return self.fn(domain, users, items).float()
+
+
+def keys(users: torch.Tensor, items: torch.Tensor, n_items: int) -> set[int]:
+    return set((users * n_items + items).tolist())
+
+
+@pytest.fixture(scope="module")
+def amazon() -> CrossDomainData:
+    from cdrec.data.catalog import sample_path
+    from cdrec.data.readers import read_amazon_implicit_pair
+
+    return read_amazon_implicit_pair(sample_path("amazon_implicit"), "phone", "electronic")
+
+
+@pytest.fixture(scope="module")
+def split(amazon):
+    return LeaveOneOut().split(amazon, seed=0)
+
+
+def test_registered_under_its_name():
+    assert SCENARIOS["leave_one_out"] is LeaveOneOut
+    assert LeaveOneOut.name == "leave_one_out"
+
+
+def test_the_shipped_test_file_gives_the_test_positives(amazon, split):
+    assert isinstance(split.test, MultiDomainEvaluator)
+    assert split.test.domains == ["phone", "electronic"]
+    for name in ("phone", "electronic"):
+        ev = split.test.for_domain(name)
+        given = amazon[name].given_test
+        order = torch.argsort(given.user)
+        assert torch.equal(ev.users, given.user[order])
+        assert torch.equal(ev.positives, given.item[order])
+        assert split.info[f"{name}_test_users"] == len(given)
+        assert split.info[f"{name}_test_from"] == "given_test"
+
+
+def test_nothing_held_out_is_in_the_train_view(amazon, split):
+    assert split.train.scenario == "leave_one_out" and split.train.implicit
+    for name in ("phone", "electronic"):
+        n = amazon[name].n_items
+        train = split.train.data[name]
+        assert train.given_test is None
+        train_keys = keys(train.interactions.user, train.interactions.item, n)
+        test, val = split.test.for_domain(name), split.validation.for_domain(name)
+        assert not train_keys & keys(test.users, test.positives, n)
+        assert not train_keys & keys(val.users, val.positives, n)
+        # Validation: one training row per user (every sample user has >= 9 items), taken from
+        # the training file; the train view is the rest of the training file, nothing else.
+        full = amazon[name].interactions
+        assert torch.equal(val.users, torch.unique(full.user))
+        assert keys(val.users, val.positives, n) <= keys(full.user, full.item, n)
+        assert train_keys | keys(val.users, val.positives, n) == keys(full.user, full.item, n)
+        assert len(train.interactions) == len(full) - len(val.users)
+
+
+def test_negatives_are_distinct_unobserved_and_n_neg_per_user(amazon, split):
+    for name in ("phone", "electronic"):
+        dom = amazon[name]
+        n = dom.n_items
+        everything = dom.interactions.concat(dom.given_test)
+        observed = torch.tensor(sorted(keys(everything.user, everything.item, n)))
+        for ev in (split.test.for_domain(name), split.validation.for_domain(name)):
+            assert ev.negatives.shape == (ev.users.numel(), 99)
+            neg_keys = ev.users.unsqueeze(1) * n + ev.negatives
+            assert not bool(torch.isin(neg_keys, observed).any())
+            assert bool(((ev.negatives >= 0) & (ev.negatives < n)).all())
+            distinct = torch.sort(ev.negatives, 1).values
+            assert bool((distinct[:, 1:] != distinct[:, :-1]).all())
+
+
+def test_the_split_depends_on_the_seed_only(amazon):
+    scenario = LeaveOneOut(domains=["phone"])
+    a, b, c = (scenario.split(amazon, s) for s in (4, 4, 5))
+    assert torch.equal(a.test.negatives, b.test.negatives)
+    assert torch.equal(a.validation.positives, b.validation.positives)
+    assert torch.equal(a.test.positives, c.test.positives)  # the given test file, every seed
+    assert not torch.equal(a.test.negatives, c.test.negatives)
+    assert not torch.equal(a.validation.positives, c.validation.positives)
+
+
+def test_one_domain_gives_a_plain_evaluator_with_its_domain(amazon):
+    split = LeaveOneOut(domains=["electronic"], n_neg=20, ks=[5]).split(amazon, 0)
+    assert isinstance(split.test, SampledRankingEvaluator)
+    assert split.test.domain == split.validation.domain == "electronic"
+    assert split.test.main_metric == "NDCG@5" and split.test.negatives.shape[1] == 20
+    # The other domain is trained on as it is (its test file dropped).
+    phone = split.train.data["phone"]
+    assert len(phone.interactions) == len(amazon["phone"].interactions)
+    assert phone.given_test is None
+
+
+def test_oracle_constant_and_reversed_scores_give_the_exact_values(amazon, split):
+    held = {name: (split.test.for_domain(name).users * amazon[name].n_items
+                   + split.test.for_domain(name).positives).sort().values
+            for name in split.test.domains}
+
+    def is_positive(domain, users, items):
+        return torch.isin(users * amazon[domain].n_items + items, held[domain])
+
+    oracle = split.test.evaluate(ScoreFn(lambda d, u, i: is_positive(d, u, i).float()))
+    assert oracle["NDCG@10"] == oracle["MRR"] == oracle["HR@10"] == oracle["HR@20"] == 1.0
+    assert oracle["phone/NDCG@20"] == oracle["electronic/MRR"] == 1.0
+
+    constant = split.test.evaluate(ScoreFn(lambda d, u, i: torch.zeros(u.shape)))
+    harmonic = sum(1 / r for r in range(1, 101))
+    disc10 = sum(1 / math.log2(r + 1) for r in range(1, 11))
+    for prefix in ("", "phone/", "electronic/"):
+        assert constant[f"{prefix}MRR"] == pytest.approx(harmonic / 100)
+        assert constant[f"{prefix}HR@10"] == pytest.approx(0.10)
+        assert constant[f"{prefix}HR@20"] == pytest.approx(0.20)
+        assert constant[f"{prefix}NDCG@10"] == pytest.approx(disc10 / 100)
+
+    last = split.test.evaluate(ScoreFn(lambda d, u, i: -is_positive(d, u, i).float()))
+    assert last["MRR"] == pytest.approx(1 / 100)
+    assert last["HR@20"] == last["NDCG@20"] == 0.0
+
+
+def test_ranks_by_hand_and_per_user_rows(amazon, split):
+    # Score = -item: the positive's rank is 1 + the number of its negatives with a smaller id.
+    model = ScoreFn(lambda d, u, i: -i.double())
+    table = split.test.per_user(model)
+    assert list(table.columns) == ["domain", "user", "NDCG@10", "MRR", "HR@10", "HR@20",
+                                   "NDCG@20"]
+    assert not table.duplicated(["domain", "user"]).any()
+    for name in ("phone", "electronic"):
+        ev = split.test.for_domain(name)
+        rank = 1 + (ev.negatives < ev.positives.unsqueeze(1)).sum(1).double()
+        rows = table[table.domain == name]
+        assert np.array_equal(rows.user.to_numpy(), ev.users.numpy())
+        np.testing.assert_allclose(rows.MRR.to_numpy(), (1 / rank).numpy())
+        np.testing.assert_allclose(rows["HR@10"].to_numpy(), (rank <= 10).double().numpy())
+        ndcg = torch.where(rank <= 10, 1 / torch.log2(rank + 1), torch.zeros_like(rank))
+        np.testing.assert_allclose(rows["NDCG@10"].to_numpy(), ndcg.numpy())
+    metrics = split.test.evaluate(model)
+    per_domain = table.groupby("domain").MRR.mean()
+    assert metrics["phone/MRR"] == pytest.approx(per_domain["phone"])
+    assert metrics["MRR"] == pytest.approx(per_domain.mean())
+
+
+def _toy(with_time: bool) -> CrossDomainData:
+    # user 0: items 0,1,2 at times 30,10,20; user 1: items 3,4 at times 5,6; user 2: item 5 only;
+    # user 3: item 6 twice (one distinct item: never held out).
+    user = torch.tensor([0, 0, 0, 1, 1, 2, 3, 3])
+    item = torch.tensor([0, 1, 2, 3, 4, 5, 6, 6])
+    time = torch.tensor([30, 10, 20, 5, 6, 1, 1, 2]) if with_time else None
+    inter = Interactions(user, item, torch.ones(8), time)
+    return CrossDomainData(np.arange(4), {"a": Domain("a", np.arange(200), inter)})
+
+
+def test_without_a_test_file_the_last_interaction_by_time_is_held_out():
+    split = LeaveOneOut(n_neg=10).split(_toy(with_time=True), 0)
+    assert split.info["a_test_from"] == "last_by_time"
+    assert split.test.users.tolist() == [0, 1]
+    assert split.test.positives.tolist() == [0, 4]
+    # Validation: the latest remaining row, for users still holding two distinct items.
+    assert split.validation.users.tolist() == [0]
+    assert split.validation.positives.tolist() == [2]
+    train = split.train.data["a"].interactions
+    assert sorted(zip(train.user.tolist(), train.item.tolist(), strict=True)) == [
+        (0, 1), (1, 3), (2, 5), (3, 6), (3, 6)]
+
+
+def test_without_timestamps_a_seeded_random_interaction_is_held_out():
+    data = _toy(with_time=False)
+    picks = {tuple(LeaveOneOut(n_neg=10, validation=False).split(data, s).test.positives.tolist())
+             for s in range(20)}
+    assert all(p[0] in (0, 1, 2) and p[1] in (3, 4) for p in picks)
+    assert len(picks) > 1
+    again = LeaveOneOut(n_neg=10).split(data, 3)
+    assert torch.equal(again.test.positives, LeaveOneOut(n_neg=10).split(data, 3).test.positives)
+    assert again.info["a_test_from"] == "random"
+
+
+def test_the_test_file_can_be_ignored(amazon):
+    split = LeaveOneOut(domains=["phone"], use_given_test=False).split(amazon, 0)
+    dom = amazon["phone"]
+    n = dom.n_items
+    ev = split.test
+    assert split.info["phone_test_from"] == "random"
+    assert keys(ev.users, ev.positives, n) <= keys(dom.interactions.user, dom.interactions.item, n)
+    assert ev.users.numel() == torch.unique(dom.interactions.user).numel()
+    # The test file's items are still interactions: never negatives.
+    given = keys(dom.given_test.user, dom.given_test.item, n)
+    assert not given & set((ev.users.unsqueeze(1) * n + ev.negatives).flatten().tolist())
+    train = split.train.data["phone"].interactions
+    assert not keys(train.user, train.item, n) & (given | keys(ev.users, ev.positives, n))
+
+
+def test_explicit_ratings_are_binarised(douban_sample):
+    split = LeaveOneOut(n_neg=20).split(douban_sample, 0)
+    assert split.train.implicit
+    for name in ("book", "music"):
+        dom = split.train.data[name]
+        assert dom.implicit and bool((dom.interactions.rating == 1).all())
+    assert split.info["book_test_from"] == "random"
+
+
+def test_distinct_negatives_fill_a_nearly_full_row_exactly():
+    observed = torch.tensor(sorted(range(25)) + [30 + 1, 30 + 2])  # user 0: items 0..24
+    users = torch.tensor([0, 0, 1])
+    gen = torch.Generator().manual_seed(0)
+    neg = sample_distinct_negatives(users, 30, 5, observed, gen)
+    assert sorted(neg[0].tolist()) == sorted(neg[1].tolist()) == [25, 26, 27, 28, 29]
+    assert len(set(neg[2].tolist())) == 5 and not {1, 2} & set(neg[2].tolist())
+
+
+def test_too_many_negatives_for_a_domain_is_a_clear_error():
+    with pytest.raises(ValueError, match="n_neg=199 is too large for domain 'a'"):
+        LeaveOneOut(n_neg=199).split(_toy(with_time=True), 0)
+    LeaveOneOut(n_neg=197).split(_toy(with_time=True), 0)  # user 0 has 197 unobserved items
+
+
+def test_a_test_file_with_several_rows_per_user_is_refused():
+    inter = Interactions(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 2]), torch.ones(3))
+    given = Interactions(torch.tensor([0, 1, 1]), torch.tensor([3, 4, 5]), torch.ones(3))
+    data = CrossDomainData(np.array(["u0", "u1"]),
+                           {"a": Domain("a", np.arange(50), inter, given_test=given)})
+    with pytest.raises(DataError, match="2 rows for user 'u1'.*use_given_test: false"):
+        LeaveOneOut(n_neg=5).split(data, 0)
+    LeaveOneOut(n_neg=5, use_given_test=False).split(data, 0)
+
+
+def test_unknown_domain_names_the_available_ones(amazon):
+    with pytest.raises(KeyError, match="books.*electronic"):
+        LeaveOneOut(domains=["books"]).split(amazon, 0)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"n_neg": 0}, ValueError, "n_neg must be an integer >= 1"),
+    ({"ks": []}, ValueError, "ks must be a non-empty list"),
+    ({"ks": [10, 0]}, ValueError, "ks must be a non-empty list"),
+    ({"ks": [10, 10]}, ValueError, "ks repeats"),
+    ({"domains": []}, ValueError, "domains is empty"),
+    ({"domains": "phone"}, TypeError, "list of domain names"),
+])
+def test_bad_parameters_are_refused(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        LeaveOneOut(**kwargs)
+
+
+def test_the_config_runs_end_to_end(tmp_path):
+    from cdrec.runner import load_config, run
+
+    cfg = load_config(ROOT / "configs" / "loo_amazon_sample.yaml", [
+        "seeds=[0]", "progress=false", "models.MF.epochs=1", "models.MF.dim=8",
+        "models.MF.batch_size=65536", f"output_dir={tmp_path}"])
+    run(cfg)
+    results = json.loads((tmp_path / "loo_amazon_sample" / "results.json").read_text())
+    assert list(results) == ["Popularity", "MF"]
+    for metrics in results.values():
+        for name in ("NDCG@10", "MRR", "HR@10", "HR@20", "NDCG@20", "phone/NDCG@10",
+                     "electronic/HR@20"):
+            assert 0.0 <= metrics[name]["mean"] <= 1.0, name
+    pop = results["Popularity"]
+    assert pop["NDCG@10"]["mean"] == pytest.approx(
+        (pop["phone/NDCG@10"]["mean"] + pop["electronic/NDCG@10"]["mean"]) / 2)
+    assert pop["HR@10"]["mean"] > 0.3  # far above chance (0.1): popularity is a real signal
