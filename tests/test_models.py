@@ -121,3 +121,16 @@ def test_item_mean_picks_its_shrinkage_on_validation_users_only(douban_sample):
                                              shrinkage_grid=None))["RMSE"] for k in grid}
     assert model.shrinkage_ == min(by_k, key=by_k.get)
     assert model.selected_["validation_RMSE"] == pytest.approx(min(by_k.values()))
+
+
+def test_mf_early_stops_each_domain_on_that_domains_validation_users():
+    from cdrec.data.catalog import sample_path
+    from cdrec.data.readers import read_amazon_implicit_pair
+    from cdrec.scenarios.multitarget import LeaveOneOut
+
+    data = read_amazon_implicit_pair(sample_path("amazon_implicit"), "phone", "electronic")
+    split = LeaveOneOut().split(data, 0)
+    ctx = FitContext(progress=False)
+    build_model("MF", epochs=2, dim=8).fit(split.train, split.validation, ctx)
+    assert [(s.stage, s.metric) for s in ctx.stages] == [
+        ("base_phone", "NDCG@10"), ("base_electronic", "NDCG@10")]

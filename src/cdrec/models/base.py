@@ -89,6 +89,17 @@ def validator(model: Recommender, evaluator: Evaluator | None
     return validate
 
 
+def validation_for(evaluator: Evaluator | None, domain: str) -> Evaluator | None:
+    """The part of ``evaluator`` that judges ``domain`` alone: itself if it is that domain's,
+    that domain's part of a multi-domain evaluator, else ``None``."""
+    if evaluator is None:
+        return None
+    if getattr(evaluator, "domain", None) == domain:
+        return evaluator
+    for_domain = getattr(evaluator, "for_domain", None)
+    return for_domain(domain) if for_domain is not None else None
+
+
 _REGISTRY: dict[str, type[Recommender]] = {}
 R = TypeVar("R", bound=type[Recommender])
 

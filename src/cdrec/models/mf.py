@@ -15,7 +15,7 @@ from torch import nn
 
 from cdrec.data.dataset import Interactions
 from cdrec.data.sampling import observed_keys, sample_negatives
-from cdrec.models.base import ModelConfig, Recommender, register, validator
+from cdrec.models.base import ModelConfig, Recommender, register, validation_for, validator
 from cdrec.nn import BiasedMF, bpr_loss, l2_penalty
 from cdrec.scenarios.base import Evaluator, TrainView
 from cdrec.train import FitContext, StageResult, train_loop
@@ -158,11 +158,10 @@ class MF(Recommender):
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
         self.models = nn.ModuleDict()
         for domain in self._domains(train):
-            applies = validation is not None and getattr(validation, "domain", None) == domain
             # Registered before training so validation can call predict on it.
             self.models[domain] = new_factor_model(train, domain, self.config, context)
             pretrain_base(train, domain, self.config, context, mf=self.models[domain],
-                          validate=validator(self, validation) if applies else None)
+                          validate=validator(self, validation_for(validation, domain)))
 
     @torch.no_grad()
     def predict(self, domain: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
