@@ -44,6 +44,11 @@ def test_run_writes_results_with_the_config_that_made_them(quick_run):
     assert config["models"]["EMCDR"]["mapping"] == "mlp"      # defaults written out
     users = pd.read_parquet(out / "per_user.parquet")
     assert set(users.model) == set(results)
+    from cdrec.data.catalog import sample_path
+    from cdrec.data.readers import read_douban
+
+    original = read_douban(sample_path("douban")).user_ids
+    assert (users.user_id.to_numpy() == original[users.user.to_numpy()]).all()
     assert users.groupby(["model", "seed"]).user.nunique().nunique() == 1  # same test users
     signif = json.loads((out / "significance.json").read_text())
     assert signif["best_floor"] == "ItemMean" and signif["reference"] == "TGT"

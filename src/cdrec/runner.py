@@ -254,6 +254,9 @@ def _fit_one(config: RunConfig, label: str, seed: int, split: Split, device, out
     metrics = split.test.evaluate(model)
     eval_seconds = time.perf_counter() - t0
     users = split.test.per_user(model)
+    # Original ids beside the indices, so per-user results can be joined back to the user's data.
+    users.insert(users.columns.get_loc("user") + 1, "user_id",
+                 split.train.data.user_ids[users["user"].to_numpy()])
     users.insert(0, "seed", seed)
     users.insert(0, "model", label)
     metrics = dict(metrics)
@@ -288,7 +291,8 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
 
 
 def main_metrics(users: pd.DataFrame) -> list[str]:
-    return [c for c in users.columns if c not in ("model", "seed", "domain", "user", "n")]
+    return [c for c in users.columns
+            if c not in ("model", "seed", "domain", "user", "user_id", "n")]
 
 
 def _safe(label: str) -> str:
