@@ -20,7 +20,8 @@ import torch
 
 from cdrec.data.readers import read_douban
 from cdrec.models import build_model
-from cdrec.models.mf import MFConfig, fit_factor_model, new_factor_model
+from cdrec.models.bases import fit_base, new_base
+from cdrec.models.mf import MFConfig
 from cdrec.scenarios.coldstart import ColdStartUsers
 from cdrec.train import FitContext, resolve_device
 
@@ -34,14 +35,13 @@ def peak_rss_mib() -> float:
 def time_epochs(split, implicit: bool, epochs: int, device: torch.device) -> list[float]:
     config = MFConfig(epochs=1, holdout=0.0)
     ctx = FitContext(device=device, progress=False)
-    mf = new_factor_model(split.train, "book", config, ctx)
+    mf = new_base(split.train, "book", "MF", config, ctx)
     inter = split.train.data["book"].interactions
     n_items = split.train.data["book"].n_items
     rates = []
     for _ in range(epochs):
         t0 = time.perf_counter()
-        fit_factor_model(mf, inter, n_items, implicit=implicit, config=config, context=ctx,
-                         stage="bench")
+        fit_base(mf, inter, n_items, context=ctx, stage="bench")
         rates.append(len(inter) / (time.perf_counter() - t0))
     return rates
 
@@ -73,7 +73,7 @@ def main() -> None:
     for implicit in (False, True):
         split = ColdStartUsers("book", "music", implicit=implicit).split(data, 0)
         rates = time_epochs(split, implicit, args.epochs, device)
-        kind = "BPR (4 neg, sampling incl.)" if implicit else "squared loss"
+        kind = "BCE, 4 neg, sampling incl." if implicit else "squared loss"
         print(f"MF epoch, {kind:28s}: {statistics.median(rates):12,.0f} interactions/s "
               f"(median of {len(rates)}; book domain, {len(split.train.data['book'].interactions):,}"
               f" rows, batch {MFConfig().batch_size})")

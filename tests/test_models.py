@@ -66,7 +66,7 @@ def test_tgt_scores_cold_users_with_the_item_side_only(synthetic_split):
 @pytest.mark.parametrize("name", ["EMCDR", "CMF"])
 def test_transfer_beats_target_only_and_floor_on_shared_taste(synthetic_split, name):
     """Users carry their taste across domains here, so transfer must win, and significantly."""
-    params = {"base": QUICK} if name == "EMCDR" else QUICK
+    params = {"base_config": QUICK} if name == "EMCDR" else QUICK
     transfer = fit(name, synthetic_split, **params)
     tgt = fit("TGT", synthetic_split, **QUICK)
     floor = fit("ItemMean", synthetic_split)
@@ -81,13 +81,13 @@ def test_transfer_beats_target_only_and_floor_on_shared_taste(synthetic_split, n
 
 def test_emcdr_paper_form_runs_and_records_stages(synthetic_split):
     ctx = FitContext(progress=False)
-    model = build_model("EMCDR", base={**QUICK, "use_bias": False}, map_bias=False,
+    model = build_model("EMCDR", base_config={**QUICK, "use_bias": False},
                         mapping="linear", overlap_only=True).fit(
         synthetic_split.train, synthetic_split.validation, ctx)
     assert [s.stage for s in ctx.stages] == ["base_src", "base_tgt", "mapping"]
     assert ctx.stages[-1].metric == "RMSE"
     assert 1 <= ctx.stages[-1].best_epoch <= ctx.stages[-1].epochs_run
-    assert model.mapping_.in_features == 32
+    assert model.transfer_.in_features == 32  # plain factors: the paper's form
     assert torch.isfinite(synthetic_split.test.evaluate(model)["RMSE"] * torch.ones(1)).all()
 
 

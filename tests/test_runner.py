@@ -15,7 +15,7 @@ from cdrec.runner import load_config, run
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["seeds=[0,1]", "progress=false", "models.TGT.epochs=3", "models.CMF.epochs=3",
-        "models.EMCDR.base.epochs=3", "models.EMCDR.epochs=5"]
+        "models.EMCDR.base_config.epochs=3", "models.EMCDR.epochs=5"]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_run_writes_results_with_the_config_that_made_them(quick_run):
             assert 0.3 < cell["mean"] < 2.0, (model, cell)
     assert "chosen_epoch" in results["EMCDR"] and "validation_RMSE" in results["EMCDR"]
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["models"]["EMCDR"]["base"]["epochs"] == 3  # resolved, overrides applied
+    assert config["models"]["EMCDR"]["base_config"]["epochs"] == 3  # resolved, overrides applied
     assert config["models"]["EMCDR"]["mapping"] == "mlp"      # defaults written out
     users = pd.read_parquet(out / "per_user.parquet")
     assert set(users.model) == set(results)

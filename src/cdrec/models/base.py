@@ -117,6 +117,19 @@ def register(name: str):
     return deco
 
 
+def register_variants(cls: type[Recommender], prefix: str, bases: list[str],
+                      defaults: dict[str, object] | None = None) -> None:
+    """Register ``<prefix>_<base>`` for each base: subclasses of ``cls`` whose ``base`` (and any
+    other ``defaults``) are preset, e.g. EMCDR_MF, EMCDR_BPR, TMCDR_CML."""
+    for base in bases:
+        preset = {**(defaults or {}), "base": base}
+        doc = f"{prefix} over the {base} base" + (f" ({defaults})" if defaults else "") + "."
+        sub = type(f"{cls.__name__}_{base}", (cls,), {
+            "variant_defaults": {**getattr(cls, "variant_defaults", {}), **preset},
+            "__doc__": doc, "__module__": cls.__module__})
+        register(f"{prefix}_{base}")(sub)
+
+
 def available_models() -> dict[str, type[Recommender]]:
     import cdrec.models  # noqa: F401  (importing the package registers every model)
 

@@ -11,9 +11,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from cdrec.data.sampling import observed_keys, sample_negatives
 from cdrec.models.base import Recommender, register, validator
-from cdrec.models.mf import MFConfig, factor_loss, new_factor_model, users_without_data
+from cdrec.models.bases import epoch_batches, new_base, users_without_data
+from cdrec.models.mf import MFConfig
 from cdrec.scenarios.base import Evaluator, TrainView
 from cdrec.train import FitContext, train_loop
 
@@ -43,7 +43,7 @@ class CMF(Recommender):
                 present[train.data[name].interactions.user] = True
             shared.weight[~present] = 0.0
         self.models = nn.ModuleDict({
-            name: new_factor_model(train, name, cfg, context, user_factors=shared)
+            name: new_base(train, name, "MF", cfg, context, user_factors=shared)
             for name in names})
         for name in names:
             with torch.no_grad():
@@ -52,21 +52,13 @@ class CMF(Recommender):
         weights = torch.tensor([1.0 if n == train.target else cfg.source_weight for n in names])
         inters = [train.data[n].interactions for n in names]
         flag = torch.cat([torch.full((len(x),), d) for d, x in enumerate(inters)])
-        users = torch.cat([x.user for x in inters])
-        items = torch.cat([x.item for x in inters])
-        ratings = torch.cat([x.rating for x in inters])
-        observed = [observed_keys(x.user, x.item, train.data[n].n_items)
-                    for n, x in zip(names, inters, strict=True)]
+        per_domain = [epoch_batches(x, train.data[n].n_items, train.implicit, cfg.n_neg)
+                      for n, x in zip(names, inters, strict=True)]
         weights = weights.to(context.device)
 
         def epoch_data(gen: torch.Generator) -> list[torch.Tensor]:
-            if not train.implicit:
-                return [flag, users, items, ratings]
-            neg = torch.cat([
-                sample_negatives(x.user.repeat_interleave(cfg.n_neg), train.data[n].n_items,
-                                 obs, gen).view(-1, cfg.n_neg)
-                for n, x, obs in zip(names, inters, observed, strict=True)])
-            return [flag, users, items, neg]
+            parts = [draw(gen) for draw in per_domain]  # (users, items, ratings or negatives)
+            return [flag, *(torch.cat(column) for column in zip(*parts, strict=True))]
 
         def loss_fn(batch: list[torch.Tensor]) -> torch.Tensor:
             f, u, i, extra = batch
@@ -75,8 +67,7 @@ class CMF(Recommender):
                 sel = f == d
                 if not bool(sel.any()):
                     continue
-                loss = factor_loss(self.models[name], u[sel], i[sel], extra[sel],
-                                   implicit=train.implicit, reg=cfg.reg)
+                loss = self.models[name].training_loss(u[sel], i[sel], extra[sel])
                 # Each domain's share of the batch keeps the objective a per-row average.
                 total = total + weights[d] * loss * sel.float().mean()
             return total

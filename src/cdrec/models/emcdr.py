@@ -1,45 +1,109 @@
 """EMCDR: embedding and mapping for cross-domain recommendation (Man et al., IJCAI 2017).
 
-1. Latent factor modelling: a factor model per domain (here the shared :class:`MF` base).
+1. Latent factor modelling: a base model per domain (any registered base: MF, BPR, ...).
 2. Latent space mapping: a function f, linear (EMCDR Eq. 4) or a one-hidden-layer MLP with tanh
    (EMCDR Eq. 6, hidden size 2k), fitted on overlap users by minimising
-   sum_u ||f(U^s_u) - U^t_u||^2 (Eq. 3/5), the distance-oriented objective.
-3. Cold-start users in the target get f(U^s_u) as their target user representation.
+   sum_u ||f(U^s_u) - U^t_u||^2 (Eq. 3/5): the distance-oriented objective.
+3. Cold-start users in the target get f(U^s_u) as their target user state.
 
-What cdrec adds (selectable, so the paper's form can be reported too): the bases are biased MF by
-default and the mapping carries the user bias with the factors (``map_bias``), since a cold-start
-user's target bias is otherwise unknown. ``base.use_bias=false, map_bias=false`` is the paper's
-plain-MF form. ``overlap_only=true`` pretrains both bases on overlap users only, the original
-EMCDR setting (TMCDR's ``EMCDR_ori``); by default the bases use all training data (TMCDR 2.1).
-Early stopping of the mapping uses the cold-start validation users' target metric.
+What cdrec adds (selectable, so the paper's form can be reported too): with the default biased
+MF base the user state is ``[p_u, b_u]``, so the mapping carries the user bias with the factors,
+since a cold-start user's target bias is otherwise unknown. ``base_config.use_bias=false`` is the
+paper's plain-MF form. ``overlap_only=true`` pretrains both bases on overlap users only, the
+original EMCDR setting (TMCDR's ``EMCDR_ori``); by default the bases use all training data
+(TMCDR Sec. 2.1). Early stopping of the mapping uses the cold-start validation users.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from cdrec.models.base import ModelConfig, Recommender, register, validator
-from cdrec.models.mf import MFConfig, pretrain_base, users_without_data
-from cdrec.nn import MLP, BiasedMF
+from cdrec.models.bases import (
+    BaseConfig,
+    EmbeddingBase,
+    base_class,
+    pretrain_base,
+    users_without_data,
+)
+from cdrec.nn import MLP
 from cdrec.scenarios.base import Evaluator, TrainView
 from cdrec.train import FitContext, train_loop
 
 
-class EMCDRConfig(ModelConfig):
-    base: MFConfig = Field(default_factory=MFConfig, description="the per-domain factor models")
-    mapping: Literal["linear", "mlp"] = "mlp"
-    hidden_factor: int = Field(2, ge=1, description="MLP hidden size = hidden_factor * input size")
-    map_bias: bool = Field(True, description="map [factors, user bias], not the factors alone")
+class TransferConfig(ModelConfig):
+    """What every method over pretrained per-domain bases shares: which base and its settings."""
+
+    base: str = Field("MF", description="the registered base model of both domains")
+    base_config: dict[str, Any] = Field(default_factory=dict, description=(
+        "hyper-parameters of the base (validated against the base's own config)"))
     overlap_only: bool = Field(False, description="pretrain the bases on overlap users only")
-    epochs: int = Field(500, ge=1)
-    batch_size: int = Field(256, ge=1)
-    lr: float = Field(0.005, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(20, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_base(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            name = data.get("base", cls.model_fields["base"].default)
+            settings = base_class(name).Config(**(data.get("base_config") or {}))
+            data["base_config"] = settings.model_dump()
+        return data
+
+    def base_settings(self) -> BaseConfig:
+        return base_class(self.base).Config(**self.base_config)
+
+
+class TransferMethod(Recommender):
+    """Base class of methods that pretrain a source and a target base and then learn how a
+    cold-start user's source state becomes a target state. Subclasses set ``transfer_`` (a module
+    mapping source states to target states) in ``_fit_transfer``."""
+
+    supports = frozenset({"coldstart"})
+    variant_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**{**self.variant_defaults, **params})
+
+    def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
+        overlap = train.data.overlap_users(train.source, train.target)
+        if overlap.numel() == 0:
+            raise ValueError(f"{type(self).__name__} needs overlap users between "
+                             f"{train.source!r} and {train.target!r} in the training data")
+        view = restrict_to_users(train, overlap) if self.config.overlap_only else train
+        settings = self.config.base_settings()
+        self.source_ = pretrain_base(view, train.source, self.config.base, settings, context)
+        self.target_ = pretrain_base(view, train.target, self.config.base, settings, context)
+        for p in [*self.source_.parameters(), *self.target_.parameters()]:
+            p.requires_grad_(False)
+        self.domains_ = (train.source, train.target)
+        has_target = torch.ones(train.data.n_users, dtype=torch.bool)
+        has_target[users_without_data(view, train.target)] = False
+        self.register_buffer("has_target_", has_target.to(context.device))
+        self._fit_transfer(train, overlap, validation, context)
+
+    def _fit_transfer(self, train: TrainView, overlap: torch.Tensor,
+                      validation: Evaluator | None, context: FitContext) -> None:
+        raise NotImplementedError  # abstract: the method's own stage
+
+    def transferred_state(self, users: torch.Tensor) -> torch.Tensor:
+        """Target-space state of ``users`` computed from their source state."""
+        return self.transfer_(self.source_.user_state(users))
+
+    @torch.no_grad()
+    def predict(self, domain: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        self.check_fitted()
+        if domain == self.domains_[0]:
+            return self.source_(users, items)
+        if domain != self.domains_[1]:
+            raise KeyError(f"{type(self).__name__} was fitted for {self.domains_}, "
+                           f"not {domain!r}")
+        own = self.target_(users, items)
+        transferred = self.target_.score_with(self.transferred_state(users), items)
+        return torch.where(self.has_target_[users], own, transferred)
 
 
 def restrict_to_users(train: TrainView, users: torch.Tensor) -> TrainView:
@@ -50,59 +114,44 @@ def restrict_to_users(train: TrainView, users: torch.Tensor) -> TrainView:
                      train.target, train.implicit)
 
 
+def mapping_network(kind: str, dim_in: int, dim_out: int, hidden_factor: int = 2) -> nn.Module:
+    """EMCDR's mapping: linear (Eq. 4) or MLP with one tanh hidden layer (Eq. 6)."""
+    if kind == "linear":
+        return nn.Linear(dim_in, dim_out)
+    return MLP([dim_in, hidden_factor * dim_in, dim_out])
+
+
+class EMCDRConfig(TransferConfig):
+    mapping: Literal["linear", "mlp"] = "mlp"
+    hidden_factor: int = Field(2, ge=1, description="MLP hidden size = hidden_factor * input size")
+    epochs: int = Field(500, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(0.005, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int = Field(20, ge=1)
+
+
 @register("EMCDR")
-class EMCDR(Recommender):
-    """Pretrained source/target factor models plus a mapping fitted on overlap users."""
+class EMCDR(TransferMethod):
+    """Pretrained source/target bases plus a mapping fitted on overlap users (distance loss)."""
 
     Config = EMCDRConfig
-    supports = frozenset({"coldstart"})
 
-    def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
+    def _fit_transfer(self, train: TrainView, overlap: torch.Tensor,
+                      validation: Evaluator | None, context: FitContext) -> None:
         cfg = self.config
-        overlap = train.data.overlap_users(train.source, train.target)
-        if overlap.numel() == 0:
-            raise ValueError(f"EMCDR needs overlap users between {train.source!r} and "
-                             f"{train.target!r} in the training data; there are none")
-        base_view = restrict_to_users(train, overlap) if cfg.overlap_only else train
-        self.source_ = pretrain_base(base_view, train.source, cfg.base, context)
-        self.target_ = pretrain_base(base_view, train.target, cfg.base, context)
-        self.domains_ = (train.source, train.target)
-        self.register_buffer("has_target_", torch.ones(train.data.n_users, dtype=torch.bool))
-        self.has_target_[users_without_data(base_view, train.target)] = False
-        dim = cfg.base.dim + (1 if cfg.map_bias else 0)
-        self.mapping_ = (nn.Linear(dim, dim) if cfg.mapping == "linear"
-                         else MLP([dim, cfg.hidden_factor * dim, dim]))
-        self.to(context.device)
-        for p in [*self.source_.parameters(), *self.target_.parameters()]:
-            p.requires_grad_(False)
-
-        def epoch_data(gen: torch.Generator) -> list[torch.Tensor]:
-            return [overlap]
+        self.transfer_ = mapping_network(cfg.mapping, self.source_.user_dim,
+                                         self.target_.user_dim, cfg.hidden_factor)
+        self.transfer_.to(context.device)
+        source: EmbeddingBase = self.source_
+        target: EmbeddingBase = self.target_
 
         def loss_fn(batch: list[torch.Tensor]) -> torch.Tensor:
             (u,) = batch
-            return (self.mapping_(self._user_state(self.source_, u))
-                    - self._user_state(self.target_, u)).pow(2).sum(-1).mean()
+            return (self.transfer_(source.user_state(u))
+                    - target.user_state(u)).pow(2).sum(-1).mean()
 
-        self.stage_ = train_loop(self, loss_fn, epoch_data, context=context, stage="mapping",
-                                 epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                 weight_decay=cfg.weight_decay,
-                                 parameters=list(self.mapping_.parameters()),
-                                 validate=validator(self, validation), patience=cfg.patience)
-
-    def _user_state(self, mf: BiasedMF, users: torch.Tensor) -> torch.Tensor:
-        return mf.user_state(users) if self.config.map_bias else mf.user_factors(users)
-
-    @torch.no_grad()
-    def predict(self, domain: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        self.check_fitted()
-        if domain == self.domains_[0]:
-            return self.source_(users, items)
-        if domain != self.domains_[1]:
-            raise KeyError(f"EMCDR was fitted for {self.domains_}, not {domain!r}")
-        own = self.target_(users, items)
-        mapped = self.mapping_(self._user_state(self.source_, users))
-        dim = self.config.base.dim
-        bias = mapped[..., dim] if self.config.map_bias else torch.zeros_like(own)
-        transferred = self.target_.score_with(mapped[..., :dim], bias, items)
-        return torch.where(self.has_target_[users], own, transferred)
+        train_loop(self, loss_fn, lambda gen: [overlap], context=context, stage="mapping",
+                   epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                   weight_decay=cfg.weight_decay, parameters=list(self.transfer_.parameters()),
+                   validate=validator(self, validation), patience=cfg.patience)

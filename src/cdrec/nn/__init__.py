@@ -1,6 +1,6 @@
-"""Shared neural building blocks: factor tables, MLPs and losses, written once and reused."""
+"""Shared neural building blocks: MLPs and losses, written once and reused."""
 
-from cdrec.nn.layers import MLP, BiasedMF
-from cdrec.nn.losses import bpr_loss, l2_penalty
+from cdrec.nn.layers import MLP
+from cdrec.nn.losses import bpr_loss, bpr_loss_terms, l2_penalty
 
-__all__ = ["MLP", "BiasedMF", "bpr_loss", "l2_penalty"]
+__all__ = ["MLP", "bpr_loss", "bpr_loss_terms", "l2_penalty"]
