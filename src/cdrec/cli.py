@@ -69,6 +69,30 @@ def datasets(
         show(f"found in {data_dir}:", find_datasets(data_dir))
 
 
+@app.command("plot-pairs")
+def plot_pairs_command(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory holding results.json",
+                                            exists=True, file_okay=False)],
+    metrics: Annotated[list[str] | None, typer.Option("--metric", help="metrics to plot "
+                                                      "(default: the run's test metrics)")] = None,
+) -> None:
+    """Paired bar plot of EMCDR_X vs TMCDR_X per base X (SSCDR vs TMCDR_CML): TMCDR Fig. 1."""
+    import json
+
+    from cdrec.report import method_pairs, plot_pairs
+
+    results = json.loads((run_dir / "results.json").read_text())
+    signif = json.loads((run_dir / "significance.json").read_text())
+    pairs = method_pairs(list(results), extra={"TMCDR_CML": "SSCDR"})
+    out = run_dir / "pairs.png"
+    try:
+        plot_pairs(results, metrics or signif["metrics"], out, pairs, title=run_dir.name)
+    except (ValueError, KeyError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"written {out}")
+
+
 @app.command()
 def models() -> None:
     """List the registered models and the scenarios each supports."""

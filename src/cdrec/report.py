@@ -138,3 +138,45 @@ def plot_curves(history: pd.DataFrame, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def method_pairs(labels: list[str], baseline: str = "EMCDR", method: str = "TMCDR",
+                 extra: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """``(base, baseline label, method label)`` for every base run both ways: EMCDR_X with
+    TMCDR_X, plus ``extra`` pairs given as {method label: baseline label} (SSCDR for CML)."""
+    pairs = []
+    for label in labels:
+        if label.startswith(f"{method}_"):
+            base = label[len(method) + 1:]
+            other = (extra or {}).get(label, f"{baseline}_{base}")
+            if other in labels:
+                pairs.append((base, other, label))
+    return pairs
+
+
+def plot_pairs(results: dict[str, dict[str, dict[str, Any]]], metrics: list[str], path: Path,
+               pairs: list[tuple[str, str, str]], title: str = "") -> None:
+    """Paired bars (mean ± std over seeds) of a baseline and a method for each base model:
+    TMCDR's Figure 1 (EMCDR_X vs TMCDR_X)."""
+    if not pairs:
+        raise ValueError("no (baseline, method) pairs to plot: the run needs e.g. EMCDR_MF and "
+                         "TMCDR_MF")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 4), squeeze=False)
+    x = range(len(pairs))
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for offset, which, colour in ((-0.2, 1, "tab:red"), (0.2, 2, "tab:blue")):
+            means = [results[p[which]][metric]["mean"] for p in pairs]
+            stds = [results[p[which]][metric]["std"] for p in pairs]
+            ax.bar([i + offset for i in x], means, width=0.4, yerr=stds, capsize=3,
+                   color=colour, label="baseline (EMCDR / SSCDR)" if which == 1 else "TMCDR")
+        lows = [results[p[w]][metric]["mean"] - results[p[w]][metric]["std"]
+                for p in pairs for w in (1, 2)]
+        ax.set_ylim(max(0.0, min(lows) - 0.05), None)
+        ax.set_xticks(list(x), [p[0] for p in pairs])
+        ax.set(title=metric, xlabel="base model")
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -87,7 +87,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 
 def load_configs(path: str | Path, overrides: list[str] | None = None) -> list[RunConfig]:
     """One config per point of the file's optional ``sweep`` (``{dotted.key: [values]}``, the
-    product of all lists), each named ``<name>/<key>=<value>...`` so runs sit side by side."""
+    product of all lists; a key ``a.x,a.y`` with values ``[[x1, y1], ...]`` moves the keys
+    together), each named ``<name>/<key>=<value>...`` so runs sit side by side."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
@@ -105,8 +106,15 @@ def load_configs(path: str | Path, overrides: list[str] | None = None) -> list[R
         point = copy.deepcopy(raw)
         parts = []
         for key, value in zip(sweep, values, strict=True):
-            _set_dotted(point, key, value)
-            parts.append(f"{key.rsplit('.', 1)[-1]}={value}")
+            keys = [k.strip() for k in key.split(",")]
+            # "a.x,a.y": [[x1, y1], [x2, y2]] sweeps the keys together
+            if len(keys) > 1 and (not isinstance(value, list) or len(value) != len(keys)):
+                raise ValueError(f"invalid config {path}: sweep {key!r} needs lists of "
+                                     f"{len(keys)} values, got {value!r}")
+            for k, v in zip(keys, value if len(keys) > 1 else [value], strict=True):
+                _set_dotted(point, k, v)
+                shown = "+".join(map(str, v)) if isinstance(v, list) else v
+                parts.append(f"{k.rsplit('.', 1)[-1]}={shown}")
         if parts:
             point["name"] = f"{point.get('name', 'run')}/{','.join(parts)}"
         try:

@@ -4,7 +4,13 @@ Bases (single-domain embedding models, ``cdrec.models.bases.BASES``) are importe
 the per-base variants of the transfer methods (``EMCDR_<base>``, ...) exist for each of them.
 """
 
-from cdrec.models import mf  # noqa: F401  (bases first: MF, BPR)
+from cdrec.models import (  # noqa: F401  (bases first: MF, BPR, CML, DNN, GMF, ListRankMF)
+           cml,
+           dnn,
+           gmf,
+           listrank,
+           mf,
+)
 from cdrec.models.base import (
            Recommender,
            available_models,
@@ -15,11 +21,18 @@ from cdrec.models.base import (
 from cdrec.models.baselines import GlobalMean, ItemMean, Popularity
 from cdrec.models.bases import BASES
 from cdrec.models.cmf import CMF
+from cdrec.models.cml import CML
+from cdrec.models.dnn import DNN
 from cdrec.models.emcdr import EMCDR
+from cdrec.models.gmf import GMF
+from cdrec.models.listrank import ListRankMF
 from cdrec.models.mf import BPR, MF, TGT
+from cdrec.models.tmcdr import TMCDR
 
 register_variants(EMCDR, "EMCDR", sorted(BASES))
 register_variants(EMCDR, "EMCDR_ori", sorted(BASES), {"overlap_only": True})
+register_variants(TMCDR, "TMCDR", sorted(BASES))
 
-__all__ = ["BPR", "CMF", "EMCDR", "MF", "TGT", "GlobalMean", "ItemMean", "Popularity",
-           "Recommender", "available_models", "build_model", "register"]
+__all__ = ["BPR", "CMF", "CML", "DNN", "EMCDR", "GMF", "MF", "TGT", "TMCDR", "GlobalMean",
+           "ItemMean", "ListRankMF", "Popularity", "Recommender", "available_models",
+           "build_model", "register"]

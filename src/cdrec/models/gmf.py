@@ -1,0 +1,75 @@
+"""GMF: generalized matrix factorisation (He, Liao, Zhang, Nie, Hu, Chua, "Neural Collaborative
+Filtering", WWW 2017, Sec. 3.2), the base PTUPCDR and MetaEM use next to MF and DNN.
+
+- interaction (Eq. 8): phi(p_u, q_i) = p_u * q_i (element-wise);
+- prediction (Eq. 9): y_hat = a_out(h^T (p_u * q_i)), with a learned weight vector h and
+  a_out the logistic function on implicit feedback;
+- implicit feedback: the log loss of NCF (Eq. 7) over each positive and its sampled negatives,
+  i.e. the default binary cross-entropy of the bases (sigmoid of the score, labels 1 / 0);
+- explicit ratings (PTUPCDR/MetaEM's setting, not in the NCF paper): a_out is the identity plus
+  a global mean and an item bias, r_hat = mu + b_i + h^T (p_u * q_i), under squared error.
+
+Choices: h starts at the all-ones vector, so GMF starts as plain MF (the NCF paper's remark under
+Eq. 9); h carries no bias and is not L2-penalised (the penalty covers the embedding rows of a
+batch, negatives scaled by 1/sqrt(n_neg), and item biases). There is no user bias: the user state
+is p_u alone, the vector a mapping produces for a cold-start user.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cdrec.models.base import register
+from cdrec.models.bases import BaseConfig, EmbeddingBase, SingleDomain, init_table, register_base
+from cdrec.nn.losses import l2_penalty
+
+
+@register_base("GMF")
+class GMFBase(EmbeddingBase):
+    """GMF: score h^T (p_u * q_i) (+ mu + b_i on ratings)."""
+
+    Config = BaseConfig
+
+    def __init__(self, n_users: int, n_items: int, config: BaseConfig, *, implicit: bool,
+                 global_mean: float = 0.0, generator: torch.Generator | None = None,
+                 init_std: float = 0.1) -> None:
+        super().__init__(n_users, n_items, config, implicit=implicit, generator=generator)
+        self.user_factors = init_table(n_users, config.dim, init_std, generator)
+        self.item_factors = init_table(n_items, config.dim, init_std, generator)
+        self.h = nn.Parameter(torch.ones(config.dim))
+        self.item_bias = nn.Parameter(torch.zeros(n_items), requires_grad=not implicit)
+        self.register_buffer("global_mean", torch.tensor(0.0 if implicit else float(global_mean)))
+
+    @property
+    def user_dim(self) -> int:
+        return self.config.dim
+
+    def user_state(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_factors(users)
+
+    def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        out = (state * self.item_factors(items) * self.h).sum(-1)
+        if not self.implicit:
+            out = out + self.global_mean + self.item_bias[items]
+        return out
+
+    def penalty(self, users: torch.Tensor, items: torch.Tensor, target: torch.Tensor
+                ) -> torch.Tensor:
+        rows = [self.user_factors(users), self.item_factors(items)]
+        if self.implicit:
+            rows.append(self.item_factors(target).flatten(0, 1) / target.shape[1] ** 0.5)
+        else:
+            rows.append(self.item_bias[items])
+        return l2_penalty(*rows)
+
+    def reset_users(self, users: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.user_factors.weight[users] = 0.0
+
+
+@register("GMF")
+class GMF(SingleDomain):
+    """GMF on each domain separately (squared error on ratings; BCE on implicit feedback)."""
+
+    base_name = "GMF"
