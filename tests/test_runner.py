@@ -106,3 +106,28 @@ def test_sweep_expands_into_named_runs():
         load_config(ROOT / "configs" / "douban_coldstart.yaml")
     with pytest.raises(ValueError, match="sweep must map dotted keys to non-empty lists"):
         load_configs(ROOT / "configs" / "douban_coldstart.yaml", ["sweep={seeds: 3}"])
+
+
+def test_zipped_sweep_moves_keys_together():
+    from cdrec.runner import load_configs
+
+    configs = load_configs(ROOT / "configs" / "tmcdr_amazon.yaml")
+    assert [c.name for c in configs] == [
+        "tmcdr_amazon/domains=sport+cloth,source=sport,target=cloth",
+        "tmcdr_amazon/domains=phone+electronic,source=phone,target=electronic"]
+    assert configs[1].data.domains == ["phone", "electronic"]
+    assert configs[1].scenario.params["target"] == "electronic"
+
+
+def test_plot_pairs_draws_emcdr_against_tmcdr(tmp_path):
+    from cdrec.report import method_pairs, plot_pairs
+
+    labels = ["Popularity", "EMCDR_MF", "TMCDR_MF", "SSCDR", "TMCDR_CML", "TMCDR_BPR"]
+    pairs = method_pairs(labels, extra={"TMCDR_CML": "SSCDR"})
+    assert pairs == [("MF", "EMCDR_MF", "TMCDR_MF"), ("CML", "SSCDR", "TMCDR_CML")]
+    cell = {"mean": 0.7, "std": 0.01, "per_seed": [0.7]}
+    results = {label: {"AUC": cell, "NDCG@10": cell} for label in labels}
+    plot_pairs(results, ["AUC", "NDCG@10"], tmp_path / "p.png", pairs)
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="no \\(baseline, method\\) pairs"):
+        plot_pairs(results, ["AUC"], tmp_path / "q.png", [])

@@ -22,17 +22,39 @@ from cdrec.models.baselines import GlobalMean, ItemMean, Popularity
 from cdrec.models.bases import BASES
 from cdrec.models.cmf import CMF
 from cdrec.models.cml import CML
+from cdrec.models.cst import CST
+from cdrec.models.dcdcsr import DCDCSR
 from cdrec.models.dnn import DNN
 from cdrec.models.emcdr import EMCDR
 from cdrec.models.gmf import GMF
 from cdrec.models.listrank import ListRankMF
 from cdrec.models.mf import BPR, MF, TGT
+from cdrec.models.sscdr import SSCDR
 from cdrec.models.tmcdr import TMCDR
 
 register_variants(EMCDR, "EMCDR", sorted(BASES))
 register_variants(EMCDR, "EMCDR_ori", sorted(BASES), {"overlap_only": True})
 register_variants(TMCDR, "TMCDR", sorted(BASES))
 
-__all__ = ["BPR", "CMF", "CML", "DNN", "EMCDR", "GMF", "MF", "TGT", "TMCDR", "GlobalMean",
-           "ItemMean", "ListRankMF", "Popularity", "Recommender", "available_models",
-           "build_model", "register"]
+__all__ = [
+           "BPR",
+           "CMF",
+           "CML",
+           "CST",
+           "DCDCSR",
+           "DNN",
+           "EMCDR",
+           "GMF",
+           "MF",
+           "SSCDR",
+           "TGT",
+           "TMCDR",
+           "GlobalMean",
+           "ItemMean",
+           "ListRankMF",
+           "Popularity",
+           "Recommender",
+           "available_models",
+           "build_model",
+           "register",
+]
