@@ -134,3 +134,23 @@ def test_mf_early_stops_each_domain_on_that_domains_validation_users():
     build_model("MF", epochs=2, dim=8).fit(split.train, split.validation, ctx)
     assert [(s.stage, s.metric) for s in ctx.stages] == [
         ("base_phone", "NDCG@10"), ("base_electronic", "NDCG@10")]
+
+
+def test_single_domain_baselines_merge_source_and_target_in_cold_start(synthetic_split):
+    """Merged (TMCDR's single-domain baselines): a cold user's factors come from their source
+    items, so MF beats the target-only TGT; TGT keeps them at the prior."""
+    from cdrec.models.bases import merged_target_view
+
+    view = merged_target_view(synthetic_split.train)
+    src, tgt = synthetic_split.train.data["src"], synthetic_split.train.data["tgt"]
+    merged = view.data["tgt"]
+    assert list(view.data.domains) == ["tgt"]
+    assert merged.n_items == src.n_items + tgt.n_items
+    assert len(merged.interactions) == len(src.interactions) + len(tgt.interactions)
+    assert torch.equal(merged.interactions.item[:len(tgt.interactions)], tgt.interactions.item)
+    mf = fit("MF", synthetic_split, **QUICK)
+    tgt_model = fit("TGT", synthetic_split, **QUICK)
+    assert (synthetic_split.test.evaluate(mf)["RMSE"]
+            < 0.9 * synthetic_split.test.evaluate(tgt_model)["RMSE"])
+    cold = synthetic_split.test.users
+    assert float(tgt_model.models["tgt"].user_factors.weight.detach()[cold].abs().sum()) == 0.0

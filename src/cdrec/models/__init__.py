@@ -29,12 +29,14 @@ from cdrec.models.emcdr import EMCDR
 from cdrec.models.gmf import GMF
 from cdrec.models.listrank import ListRankMF
 from cdrec.models.mf import BPR, MF, TGT
+from cdrec.models.ptupcdr import PTUPCDR
 from cdrec.models.sscdr import SSCDR
 from cdrec.models.tmcdr import TMCDR
 
 register_variants(EMCDR, "EMCDR", sorted(BASES))
 register_variants(EMCDR, "EMCDR_ori", sorted(BASES), {"overlap_only": True})
 register_variants(TMCDR, "TMCDR", sorted(BASES))
+register_variants(PTUPCDR, "PTUPCDR", sorted(BASES))
 
 __all__ = [
            "BPR",
@@ -46,6 +48,7 @@ __all__ = [
            "EMCDR",
            "GMF",
            "MF",
+           "PTUPCDR",
            "SSCDR",
            "TGT",
            "TMCDR",

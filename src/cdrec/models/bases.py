@@ -13,8 +13,10 @@ Batches: explicit feedback gives ``(users, items, ratings)``; implicit feedback 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -231,11 +233,31 @@ def pretrain_base(train: TrainView, domain: str, name: str, config: BaseConfig,
     return base
 
 
+def merged_target_view(train: TrainView) -> TrainView:
+    """The cold-start train view as ONE domain: target items first (their indices unchanged),
+    then the source items, with one user table; TMCDR's single-domain baselines "consider both
+    source and target domains as a single domain" (TMCDR Sec. 3.1, Baselines)."""
+    source, target = train.data[train.source], train.data[train.target]
+    src = source.interactions
+    shifted = Interactions(src.user, src.item + target.n_items, src.rating, src.timestamp)
+    merged = target.with_interactions(target.interactions.concat(shifted))
+    merged = replace(merged, item_ids=np.concatenate([target.item_ids.astype(object),
+                                                      source.item_ids.astype(object)]))
+    return TrainView(train.data.replace_domains({train.target: merged}), train.scenario,
+                     None, train.target, train.implicit)
+
+
 class SingleDomain(Recommender):
-    """A base trained on each domain separately, no transfer. In the cold-start scenario only the
-    target domain is trained (the source is never evaluated): cold users score at the prior."""
+    """A base trained on each domain separately, no transfer.
+
+    In the cold-start scenario the source and target are merged into one domain (see
+    :func:`merged_target_view`), as TMCDR's single-domain baselines are, so a cold user's
+    embedding is learned from their source interactions; TGT (``merge_in_coldstart = False``)
+    trains on the target alone, the floor.
+    """
 
     base_name: ClassVar[str] = ""
+    merge_in_coldstart: ClassVar[bool] = True
     supports = frozenset({"coldstart", "kfold_rating", "leave_one_out"})
 
     def __init_subclass__(cls, **kwargs: object) -> None:
@@ -244,7 +266,11 @@ class SingleDomain(Recommender):
             cls.Config = BASES[cls.base_name].Config
 
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
-        domains = [train.target] if train.scenario == "coldstart" else train.domains
+        domains = train.domains
+        if train.scenario == "coldstart":
+            domains = [train.target]  # the source is never evaluated
+            if self.merge_in_coldstart:
+                train = merged_target_view(train)
         self.models = nn.ModuleDict()
         for domain in domains:
             # Registered before training so validation can call predict on it.

@@ -109,6 +109,7 @@ class TGT(MF):
     (their factors are the prior, zero), the floor every transfer method must beat."""
 
     supports = frozenset({"coldstart"})
+    merge_in_coldstart = False
 
 
 @register("BPR")
