@@ -25,6 +25,7 @@ from torch import nn
 from cdrec.data.dataset import Interactions
 from cdrec.data.sampling import observed_keys, sample_negatives
 from cdrec.models.base import ModelConfig, Recommender, validation_for, validator
+from cdrec.nn.losses import l2_penalty
 from cdrec.scenarios.base import Evaluator, TrainView
 from cdrec.train import FitContext, StageResult, train_loop
 
@@ -120,6 +121,45 @@ class EmbeddingBase(nn.Module):
                       ) -> torch.Tensor:
         return (self.loss_with(self.user_state(users), items, target)
                 + self.config.reg * self.penalty(users, items, target))
+
+
+class FactorBase(EmbeddingBase):
+    """A base whose users and items are rows of two embedding tables (every base so far).
+
+    Defaults: the user state is the user's row; the penalty is the L2 norm of the rows a batch
+    touches (negatives scaled by 1/sqrt(n_neg), so the weight per positive does not grow with
+    n_neg) plus whatever ``extra_penalty_rows`` adds (biases); ``reset_users`` zeroes rows.
+    ``user_factors`` may be passed in to share one user table across domains (CMF).
+    """
+
+    def __init__(self, n_users: int, n_items: int, config: BaseConfig, *, implicit: bool,
+                 generator: torch.Generator | None = None, init_std: float = 0.1,
+                 user_factors: nn.Embedding | None = None) -> None:
+        super().__init__(n_users, n_items, config, implicit=implicit, generator=generator)
+        self.user_factors = user_factors or init_table(n_users, config.dim, init_std, generator)
+        self.item_factors = init_table(n_items, config.dim, init_std, generator)
+
+    @property
+    def user_dim(self) -> int:
+        return self.config.dim
+
+    def user_state(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_factors(users)
+
+    def extra_penalty_rows(self, users: torch.Tensor, items: torch.Tensor
+                           ) -> list[torch.Tensor]:
+        return []
+
+    def penalty(self, users: torch.Tensor, items: torch.Tensor, target: torch.Tensor
+                ) -> torch.Tensor:
+        rows = [self.user_factors(users), self.item_factors(items)]
+        if self.implicit:
+            rows.append(self.item_factors(target).flatten(0, 1) / target.shape[1] ** 0.5)
+        return l2_penalty(*rows, *self.extra_penalty_rows(users, items))
+
+    def reset_users(self, users: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.user_factors.weight[users] = 0.0
 
 
 BASES: dict[str, type[EmbeddingBase]] = {}

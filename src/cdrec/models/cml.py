@@ -29,13 +29,11 @@ from pydantic import Field
 from cdrec.models.base import register
 from cdrec.models.bases import (
     BaseConfig,
-    EmbeddingBase,
+    FactorBase,
     SingleDomain,
-    init_table,
     register_base,
     weighted_mean,
 )
-from cdrec.nn.losses import l2_penalty
 
 
 class CMLConfig(BaseConfig):
@@ -47,7 +45,7 @@ class CMLConfig(BaseConfig):
 
 
 @register_base("CML")
-class CMLBase(EmbeddingBase):
+class CMLBase(FactorBase):
     """CML points; score -||u - v_i||^2, weighted hinge loss, unit-ball projection."""
 
     Config = CMLConfig
@@ -56,17 +54,11 @@ class CMLBase(EmbeddingBase):
     def __init__(self, n_users: int, n_items: int, config: CMLConfig, *, implicit: bool,
                  global_mean: float = 0.0, generator: torch.Generator | None = None,
                  init_std: float = 0.1) -> None:
-        super().__init__(n_users, n_items, config, implicit=implicit, generator=generator)
-        self.user_factors = init_table(n_users, config.dim, init_std, generator)
-        self.item_factors = init_table(n_items, config.dim, init_std, generator)
+        super().__init__(n_users, n_items, config, implicit=implicit, generator=generator,
+                         init_std=init_std)
         self.after_step()  # start inside the unit ball
 
-    @property
-    def user_dim(self) -> int:
-        return self.config.dim
 
-    def user_state(self, users: torch.Tensor) -> torch.Tensor:
-        return self.user_factors(users)
 
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return -(state - self.item_factors(items)).pow(2).sum(-1)
@@ -83,14 +75,8 @@ class CMLBase(EmbeddingBase):
             loss = torch.log1p(rank) * loss
         return weighted_mean(loss, weight)
 
-    def penalty(self, users: torch.Tensor, items: torch.Tensor, target: torch.Tensor
-                ) -> torch.Tensor:
-        neg = self.item_factors(target).flatten(0, 1) / target.shape[1] ** 0.5
-        return l2_penalty(self.user_factors(users), self.item_factors(items), neg)
 
-    def reset_users(self, users: torch.Tensor) -> None:
-        with torch.no_grad():
-            self.user_factors.weight[users] = 0.0
+
 
     def after_step(self) -> None:
         """Project every user and item vector onto the unit ball: v <- v / max(1, ||v||)."""

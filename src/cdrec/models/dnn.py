@@ -26,9 +26,8 @@ from pydantic import Field, PositiveInt
 from torch import nn
 
 from cdrec.models.base import register
-from cdrec.models.bases import BaseConfig, EmbeddingBase, SingleDomain, init_table, register_base
+from cdrec.models.bases import BaseConfig, FactorBase, SingleDomain, register_base
 from cdrec.nn import MLP
-from cdrec.nn.losses import l2_penalty
 
 
 class DNNConfig(BaseConfig):
@@ -54,7 +53,7 @@ def tower(sizes: list[int], generator: torch.Generator | None) -> MLP:
 
 
 @register_base("DNN")
-class DNNBase(EmbeddingBase):
+class DNNBase(FactorBase):
     """Two towers over user and item embeddings; score is the inner product of their outputs."""
 
     Config = DNNConfig
@@ -62,10 +61,9 @@ class DNNBase(EmbeddingBase):
     def __init__(self, n_users: int, n_items: int, config: DNNConfig, *, implicit: bool,
                  global_mean: float = 0.0, generator: torch.Generator | None = None,
                  init_std: float = 0.1) -> None:
-        super().__init__(n_users, n_items, config, implicit=implicit, generator=generator)
+        super().__init__(n_users, n_items, config, implicit=implicit, generator=generator,
+                         init_std=init_std)
         sizes = config.tower_sizes()
-        self.user_factors = init_table(n_users, config.dim, init_std, generator)
-        self.item_factors = init_table(n_items, config.dim, init_std, generator)
         self.user_tower = tower(sizes, generator)
         self.item_tower = tower(sizes, generator)
         self.item_bias = nn.Parameter(torch.zeros(n_items), requires_grad=not implicit)
@@ -80,6 +78,10 @@ class DNNBase(EmbeddingBase):
         p = self.user_factors(users)
         return self.user_tower(p) if self.config.state_after_tower else p
 
+    def extra_penalty_rows(self, users: torch.Tensor, items: torch.Tensor
+                           ) -> list[torch.Tensor]:
+        return [] if self.implicit else [self.item_bias[items]]
+
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         u = state if self.config.state_after_tower else self.user_tower(state)
         out = (u * self.item_tower(self.item_factors(items))).sum(-1)
@@ -87,18 +89,9 @@ class DNNBase(EmbeddingBase):
             out = out + self.global_mean + self.item_bias[items]
         return out
 
-    def penalty(self, users: torch.Tensor, items: torch.Tensor, target: torch.Tensor
-                ) -> torch.Tensor:
-        rows = [self.user_factors(users), self.item_factors(items)]
-        if self.implicit:
-            rows.append(self.item_factors(target).flatten(0, 1) / target.shape[1] ** 0.5)
-        else:
-            rows.append(self.item_bias[items])
-        return l2_penalty(*rows)
 
-    def reset_users(self, users: torch.Tensor) -> None:
-        with torch.no_grad():
-            self.user_factors.weight[users] = 0.0
+
+
 
 
 @register("DNN")

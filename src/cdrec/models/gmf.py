@@ -21,12 +21,11 @@ import torch
 from torch import nn
 
 from cdrec.models.base import register
-from cdrec.models.bases import BaseConfig, EmbeddingBase, SingleDomain, init_table, register_base
-from cdrec.nn.losses import l2_penalty
+from cdrec.models.bases import BaseConfig, FactorBase, SingleDomain, register_base
 
 
 @register_base("GMF")
-class GMFBase(EmbeddingBase):
+class GMFBase(FactorBase):
     """GMF: score h^T (p_u * q_i) (+ mu + b_i on ratings)."""
 
     Config = BaseConfig
@@ -34,19 +33,17 @@ class GMFBase(EmbeddingBase):
     def __init__(self, n_users: int, n_items: int, config: BaseConfig, *, implicit: bool,
                  global_mean: float = 0.0, generator: torch.Generator | None = None,
                  init_std: float = 0.1) -> None:
-        super().__init__(n_users, n_items, config, implicit=implicit, generator=generator)
-        self.user_factors = init_table(n_users, config.dim, init_std, generator)
-        self.item_factors = init_table(n_items, config.dim, init_std, generator)
+        super().__init__(n_users, n_items, config, implicit=implicit, generator=generator,
+                         init_std=init_std)
         self.h = nn.Parameter(torch.ones(config.dim))
         self.item_bias = nn.Parameter(torch.zeros(n_items), requires_grad=not implicit)
         self.register_buffer("global_mean", torch.tensor(0.0 if implicit else float(global_mean)))
 
-    @property
-    def user_dim(self) -> int:
-        return self.config.dim
 
-    def user_state(self, users: torch.Tensor) -> torch.Tensor:
-        return self.user_factors(users)
+
+    def extra_penalty_rows(self, users: torch.Tensor, items: torch.Tensor
+                           ) -> list[torch.Tensor]:
+        return [] if self.implicit else [self.item_bias[items]]
 
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         out = (state * self.item_factors(items) * self.h).sum(-1)
@@ -54,18 +51,9 @@ class GMFBase(EmbeddingBase):
             out = out + self.global_mean + self.item_bias[items]
         return out
 
-    def penalty(self, users: torch.Tensor, items: torch.Tensor, target: torch.Tensor
-                ) -> torch.Tensor:
-        rows = [self.user_factors(users), self.item_factors(items)]
-        if self.implicit:
-            rows.append(self.item_factors(target).flatten(0, 1) / target.shape[1] ** 0.5)
-        else:
-            rows.append(self.item_bias[items])
-        return l2_penalty(*rows)
 
-    def reset_users(self, users: torch.Tensor) -> None:
-        with torch.no_grad():
-            self.user_factors.weight[users] = 0.0
+
+
 
 
 @register("GMF")

@@ -38,13 +38,11 @@ from pydantic import Field
 from cdrec.models.base import register
 from cdrec.models.bases import (
     BaseConfig,
-    EmbeddingBase,
+    FactorBase,
     SingleDomain,
-    init_table,
     register_base,
     weighted_mean,
 )
-from cdrec.nn.losses import l2_penalty
 
 
 class ListRankMFConfig(BaseConfig):
@@ -56,7 +54,7 @@ class ListRankMFConfig(BaseConfig):
 
 
 @register_base("ListRankMF")
-class ListRankMFBase(EmbeddingBase):
+class ListRankMFBase(FactorBase):
     """ListRank-MF factors; score g(p_u . q_i), trained with the list-wise cross-entropy."""
 
     Config = ListRankMFConfig
@@ -65,16 +63,10 @@ class ListRankMFBase(EmbeddingBase):
     def __init__(self, n_users: int, n_items: int, config: ListRankMFConfig, *, implicit: bool,
                  global_mean: float = 0.0, generator: torch.Generator | None = None,
                  init_std: float = 0.1) -> None:
-        super().__init__(n_users, n_items, config, implicit=implicit, generator=generator)
-        self.user_factors = init_table(n_users, config.dim, init_std, generator)
-        self.item_factors = init_table(n_items, config.dim, init_std, generator)
+        super().__init__(n_users, n_items, config, implicit=implicit, generator=generator,
+                         init_std=init_std)
 
-    @property
-    def user_dim(self) -> int:
-        return self.config.dim
 
-    def user_state(self, users: torch.Tensor) -> torch.Tensor:
-        return self.user_factors(users)
 
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid((state * self.item_factors(items)).sum(-1))
@@ -92,14 +84,9 @@ class ListRankMFBase(EmbeddingBase):
             loss = -(math.e * log_pred[..., 0] + log_pred[..., 1:].sum(-1)) / denom
         return weighted_mean(loss, weight)
 
-    def penalty(self, users: torch.Tensor, items: torch.Tensor, target: torch.Tensor
-                ) -> torch.Tensor:
-        neg = self.item_factors(target).flatten(0, 1) / target.shape[1] ** 0.5
-        return l2_penalty(self.user_factors(users), self.item_factors(items), neg)
 
-    def reset_users(self, users: torch.Tensor) -> None:
-        with torch.no_grad():
-            self.user_factors.weight[users] = 0.0
+
+
 
 
 @register("ListRankMF")

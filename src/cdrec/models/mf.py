@@ -17,13 +17,12 @@ from torch import nn
 from cdrec.models.base import register
 from cdrec.models.bases import (
     BaseConfig,
-    EmbeddingBase,
+    FactorBase,
     SingleDomain,
-    init_table,
     register_base,
     weighted_mean,
 )
-from cdrec.nn.losses import bpr_loss_terms, l2_penalty
+from cdrec.nn.losses import bpr_loss_terms
 
 
 class MFConfig(BaseConfig):
@@ -31,7 +30,7 @@ class MFConfig(BaseConfig):
 
 
 @register_base("MF")
-class MFBase(EmbeddingBase):
+class MFBase(FactorBase):
     """Biased MF; the user state is ``[p_u, b_u]`` (``p_u`` alone without biases).
 
     ``user_factors`` may be passed in to share one user table across domains (CMF).
@@ -42,10 +41,9 @@ class MFBase(EmbeddingBase):
     def __init__(self, n_users: int, n_items: int, config: MFConfig, *, implicit: bool,
                  global_mean: float = 0.0, generator: torch.Generator | None = None,
                  user_factors: nn.Embedding | None = None, init_std: float = 0.1) -> None:
-        super().__init__(n_users, n_items, config, implicit=implicit, generator=generator)
+        super().__init__(n_users, n_items, config, implicit=implicit, generator=generator,
+                         init_std=init_std, user_factors=user_factors)
         self.use_bias = config.use_bias
-        self.user_factors = user_factors or init_table(n_users, config.dim, init_std, generator)
-        self.item_factors = init_table(n_items, config.dim, init_std, generator)
         self.user_bias = nn.Parameter(torch.zeros(n_users), requires_grad=self.use_bias)
         self.item_bias = nn.Parameter(torch.zeros(n_items), requires_grad=self.use_bias)
         mean = float(global_mean) if self.use_bias else 0.0
@@ -68,18 +66,14 @@ class MFBase(EmbeddingBase):
             out = out + self.global_mean + state[..., dim] + self.item_bias[items]
         return out
 
-    def penalty(self, users: torch.Tensor, items: torch.Tensor, target: torch.Tensor
-                ) -> torch.Tensor:
-        rows = [self.user_factors(users), self.item_factors(items)]
-        if self.implicit:  # negatives: scaled so the weight per positive does not grow with n
-            rows.append(self.item_factors(target).flatten(0, 1) / target.shape[1] ** 0.5)
-        if self.use_bias:
-            rows += [self.user_bias[users], self.item_bias[items]]
-        return l2_penalty(*rows)
+
+    def extra_penalty_rows(self, users: torch.Tensor, items: torch.Tensor
+                           ) -> list[torch.Tensor]:
+        return [self.user_bias[users], self.item_bias[items]] if self.use_bias else []
 
     def reset_users(self, users: torch.Tensor) -> None:
+        super().reset_users(users)
         with torch.no_grad():
-            self.user_factors.weight[users] = 0.0
             self.user_bias[users] = 0.0
 
 
