@@ -91,13 +91,16 @@ def markdown_table(results: dict[str, dict[str, dict[str, Any]]], signif: dict[s
         lines.append("| " + " | ".join(cells) + " |")
     direction = ", ".join(f"{m} {'higher' if up else 'lower'}"
                           for m, up in signif["higher_is_better"].items())
+    refs = [f"{MARK_FLOOR} better than the best floor ({signif['best_floor']})"
+            if signif["best_floor"] else "",
+            f"{MARK_TGT} better than {signif['reference']}" if signif["reference"] else "",
+            f"{MARK_LOSS} worse than the best floor" if signif["best_floor"] else ""]
     legend = (f"mean ± std over seeds; better is {direction}. Paired Wilcoxon signed-rank test "
               f"over {signif['pairs']} pairs at {signif['alpha']}: "
-              f"{MARK_FLOOR} better than the best floor ({signif['best_floor']}), "
-              f"{MARK_TGT} better than {signif['reference']}, "
-              f"{MARK_LOSS} worse than the best floor; a mark needs the table's mean to agree. "
-              "The test pairs per-user values (per-user RMSE for RMSE). "
-              "p-values of Wilcoxon and the paired t-test: significance.json.")
+              + ", ".join(r for r in refs if r)
+              + "; a mark needs the table's mean to agree. The test pairs per-user values "
+              "(per-user RMSE for RMSE). p-values of Wilcoxon and the paired t-test: "
+              "significance.json.")
     return "\n".join(lines) + "\n\n" + legend + "\n"
 
 
