@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
+from cdrec.models.base import Recommender
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -46,3 +47,17 @@ def make_transfer_data(n_users: int = 600, n_items: int = 120, per_user: int = 2
 @pytest.fixture(scope="session")
 def transfer_data() -> CrossDomainData:
     return make_transfer_data()
+
+
+class ScoreFn(Recommender):
+    """A fake fitted model whose score is a given function of (domain, users, items)."""
+
+    supports = frozenset({"coldstart", "leave_one_out", "kfold_rating"})
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+        self.fitted_ = True
+
+    def predict(self, domain, users, items):
+        return self.fn(domain, users, items).float()

@@ -9,30 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ScoreFn
 
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.data.schema import DataError
 from cdrec.evaluation import MultiDomainEvaluator, RatingTopKEvaluator
 from cdrec.metrics import precision_recall_at_k
-from cdrec.models.base import Recommender
 from cdrec.scenarios import SCENARIOS
 from cdrec.scenarios.dualtarget import KFoldRating
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class ScoreFn(Recommender):
-    """A fake fitted model whose prediction is a given function of (domain, users, items)."""
-
-    supports = frozenset({"kfold_rating"})
-
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.fn = fn
-        self.fitted_ = True
-
-    def predict(self, domain, users, items):
-        return self.fn(domain, users, items).float()
 
 
 def pair_set(inter: Interactions, n_items: int) -> set[int]:

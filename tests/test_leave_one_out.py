@@ -9,29 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ScoreFn
 
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.data.schema import DataError
 from cdrec.evaluation import MultiDomainEvaluator, SampledRankingEvaluator
-from cdrec.models.base import Recommender
 from cdrec.scenarios import SCENARIOS
 from cdrec.scenarios.multitarget import LeaveOneOut, sample_distinct_negatives
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class ScoreFn(Recommender):
-    """A fake fitted model whose score is a given function of (domain, users, items)."""
-
-    supports = frozenset({"leave_one_out", "kfold_rating"})
-
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.fn = fn
-        self.fitted_ = True
-
-    def predict(self, domain, users, items):
-        return self.fn(domain, users, items).float()
 
 
 def keys(users: torch.Tensor, items: torch.Tensor, n_items: int) -> set[int]:
