@@ -292,8 +292,8 @@ def test_gmf_loss_by_hand():
     assert torch.allclose(explicit.score_with(state, items), torch.tensor([7.1, 2.05]))
     expected = ((7.1 - 5.0) ** 2 + (2.05 - 3.0) ** 2) / 2
     assert value(explicit.loss_with(state, items, ratings)) == pytest.approx(expected, rel=1e-6)
-    # Penalty on ratings: user rows, item rows and item biases, per batch row.
-    penalty = (1 + 1.25) + (4 + 1.25) + (0.01 + 0.09)
+    # Penalty on ratings: user rows, item rows, h (once per batch) and item biases, per batch row.
+    penalty = (1 + 1.25) + (4 + 1.25) + (4 + 0.25) + (0.01 + 0.09)
     assert value(explicit.penalty(USERS, items, ratings)) == pytest.approx(penalty / 2)
 
 

@@ -102,6 +102,8 @@ def test_fitted_shapes_attention_and_frozen_bases(fitted, synthetic_split):
     assert model.history_mask_.shape == model.history_ratings_.shape == (n_users, cfg.max_history)
     # every synthetic user rated 25 source items, all kept (max_history 50)
     assert model.history_mask_.sum(1).eq(25).all()
+    # histories are rebuilt from the data on each fit: not copied into snapshots/checkpoints
+    assert not any(key.startswith("history_") for key in model.state_dict())
     users = synthetic_split.test.users[:9]
     d_in, d_out = model.source_.user_dim, model.target_.user_dim
     assert (d_in, d_out) == (33, 33)  # biased MF: the bridge maps [p_u, b_u]

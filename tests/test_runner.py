@@ -66,6 +66,22 @@ def test_resume_reuses_finished_runs(quick_run):
     assert again["results"] == json.loads((out / "results.json").read_text())
 
 
+def test_resume_refits_what_the_config_changed(quick_run, capsys):
+    _, out = quick_run
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    stamp = {m: (out / "seeds" / f"{m}_seed0.json").stat().st_mtime_ns for m in ("TGT", "CMF")}
+    changed = load_config(ROOT / "configs" / "quickstart.yaml",
+                          [*FAST, "models.TGT.epochs=2", f"output_dir={Path(cfg['output_dir'])}"])
+    again = run(changed, resume=True)
+    assert (out / "seeds" / "CMF_seed0.json").stat().st_mtime_ns == stamp["CMF"]
+    assert (out / "seeds" / "TGT_seed0.json").stat().st_mtime_ns != stamp["TGT"]
+    assert "TGT seed 0: its config changed" in capsys.readouterr().out
+    assert again["results"]["TGT"]["chosen_epoch"]["mean"] <= 2
+    # Put the fixture's TGT back so other tests see the original run.
+    run(load_config(ROOT / "configs" / "quickstart.yaml",
+                    [*FAST, f"output_dir={Path(cfg['output_dir'])}"]), resume=True)
+
+
 def test_cli_runs_and_prints_the_table(tmp_path):
     res = CliRunner().invoke(app, ["run", str(ROOT / "configs" / "quickstart.yaml"), "seeds=[0]",
                                    "models={ItemMean: {}, TGT: {epochs: 2}}",

@@ -46,6 +46,40 @@ def run(
 
 
 @app.command()
+def tune(
+    config: Annotated[Path, typer.Argument(help="YAML experiment config with a tune: section",
+                                           exists=True, dir_okay=False)],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides")]
+    = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", help="model label(s) to tune (default: every label under tune:)")] = None,
+    trials: Annotated[int, typer.Option(min=1, help="completed trials per model, counting "
+                                                    "those already in the study")] = 20,
+    seed: Annotated[list[int] | None, typer.Option(
+        "--seed", help="split seeds averaged per trial (default: the config's first)")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Search hyper-parameters on the validation users (Optuna TPE); print the best per model."""
+    from cdrec.runner import load_configs
+    from cdrec.tune import override_line
+    from cdrec.tune import tune as tune_model
+
+    extra = list(overrides or []) + (["progress=false"] if quiet else [])
+    try:
+        for cfg in load_configs(config, extra):
+            for label in model or list(cfg.tune):
+                typer.secho(f"== {cfg.name}: {label}", bold=True)
+                best = tune_model(cfg, label, trials=trials, seeds=seed)
+                typer.echo(f"best validation {best['metric']} = {best['value']:.4f} after "
+                           f"{best['trials']} trials: {best['point']}")
+                typer.echo(f"apply with: {override_line(label, best['point'])}")
+                typer.echo(f"written to {best['dir']}/")
+    except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
 def datasets(
     data_dir: Annotated[Path | None, typer.Option(help="also look for datasets here, e.g. "
                                                        "../shared/data")] = None,

@@ -10,8 +10,10 @@ curves), and ``seeds/`` + ``checkpoints/`` for ``--resume``.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,11 +21,13 @@ from typing import Any, Literal
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from cdrec.data.dataset import CrossDomainData
 from cdrec.models.base import available_models, build_model
 from cdrec.scenarios.base import Split
+from cdrec.tune import SearchSpace
 from cdrec.train import FitContext, resolve_device, seed_everything
 
 
@@ -57,6 +61,16 @@ class RunConfig(_Strict):
     device: str = "cpu"
     output_dir: str = "runs"
     progress: bool = True
+    tune: dict[str, SearchSpace] = Field(default_factory=dict, description=(
+        "per model label, the search space of `cdrec tune` (see cdrec.tune)"))
+
+    @model_validator(mode="after")
+    def _tuned_models_exist(self) -> RunConfig:
+        unknown = sorted(set(self.tune) - set(self.models))
+        if unknown:
+            raise ValueError(f"tune: names {', '.join(unknown)}, not among the models "
+                             f"({', '.join(self.models)})")
+        return self
 
     @field_validator("models")
     @classmethod
@@ -221,11 +235,20 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         for label in labels:
             record_path = seed_dir / f"{_safe(label)}_seed{seed}.json"
             users_path = seed_dir / f"{_safe(label)}_seed{seed}.parquet"
-            if resume and record_path.exists() and users_path.exists():
-                record = json.loads(record_path.read_text())
-                users = pd.read_parquet(users_path)
+            stamp = fingerprint(config, resolved["models"][label], seed)
+            saved = json.loads(record_path.read_text()) if resume and record_path.exists() \
+                else None
+            if saved is not None and saved.get("fingerprint") == stamp and users_path.exists():
+                record, users = saved, pd.read_parquet(users_path)
             else:
+                if saved is not None or (resume and _checkpoints(out, label, seed).exists()):
+                    # Data, scenario or hyper-parameters changed since that result: resuming
+                    # from it would mix two experiments under one name.
+                    print(f"{label} seed {seed}: its config changed since the saved run; "
+                          "fitting it again")
+                    shutil.rmtree(_checkpoints(out, label, seed), ignore_errors=True)
                 record, users = _fit_one(config, label, seed, split, device, out, resume)
+                record["fingerprint"] = stamp
                 record_path.write_text(json.dumps(record, indent=1))
                 users.to_parquet(users_path, index=False)
             records.append(record)
@@ -247,13 +270,26 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     return {"results": results, "significance": signif, "table": table, "dir": str(out)}
 
 
+def fingerprint(config: RunConfig, model_params: dict[str, Any], seed: int) -> str:
+    """Hash of what one (model, seed) result depends on: data, scenario, the model's resolved
+    hyper-parameters and the seed (not the device, progress bars or the other models)."""
+    what = {"data": config.data.model_dump(mode="json"),
+            "scenario": config.scenario.model_dump(mode="json"),
+            "model": model_params, "seed": seed}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _checkpoints(out: Path, label: str, seed: int) -> Path:
+    return out / "checkpoints" / _safe(label) / f"seed{seed}"
+
+
 def _fit_one(config: RunConfig, label: str, seed: int, split: Split, device, out: Path,
              resume: bool) -> tuple[dict[str, Any], pd.DataFrame]:
     name, params = config.model_params(label)
     seed_everything(seed)
     model = build_model(name, **params)
     context = FitContext(device=device, seed=seed, progress=config.progress,
-                         checkpoint_dir=out / "checkpoints" / _safe(label) / f"seed{seed}",
+                         checkpoint_dir=_checkpoints(out, label, seed),
                          resume=resume, label=f"{label} seed {seed}")
     t0 = time.perf_counter()
     model.fit(split.train, split.validation, context)

@@ -10,8 +10,9 @@ Filtering", WWW 2017, Sec. 3.2), the base PTUPCDR and MetaEM use next to MF and 
   a global mean and an item bias, r_hat = mu + b_i + h^T (p_u * q_i), under squared error.
 
 Choices: h starts at the all-ones vector, so GMF starts as plain MF (the NCF paper's remark under
-Eq. 9); h carries no bias and is not L2-penalised (the penalty covers the embedding rows of a
-batch, negatives scaled by 1/sqrt(n_neg), and item biases). There is no user bias: the user state
+Eq. 9), and h carries no bias. The L2 penalty covers the embedding rows of a batch (negatives
+scaled by 1/sqrt(n_neg)), item biases, and h itself: with h free, shrinking p and q while
+growing h would lower the penalty without changing a single score. There is no user bias: the user state
 is p_u alone, the vector a mapping produces for a cold-start user.
 """
 
@@ -39,21 +40,16 @@ class GMFBase(FactorBase):
         self.item_bias = nn.Parameter(torch.zeros(n_items), requires_grad=not implicit)
         self.register_buffer("global_mean", torch.tensor(0.0 if implicit else float(global_mean)))
 
-
-
     def extra_penalty_rows(self, users: torch.Tensor, items: torch.Tensor
                            ) -> list[torch.Tensor]:
-        return [] if self.implicit else [self.item_bias[items]]
+        # h is shared by the whole batch: counted once, it weighs as much as one embedding row.
+        return [self.h.unsqueeze(0)] + ([] if self.implicit else [self.item_bias[items]])
 
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         out = (state * self.item_factors(items) * self.h).sum(-1)
         if not self.implicit:
             out = out + self.global_mean + self.item_bias[items]
         return out
-
-
-
-
 
 
 @register("GMF")

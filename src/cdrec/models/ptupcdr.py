@@ -185,9 +185,12 @@ class PTUPCDR(TransferMethod):
         if use_rating and len(src):
             ratings = (ratings - src.rating.float().mean()) * mask
         device = context.device
-        self.register_buffer("history_items_", items.to(device))
-        self.register_buffer("history_ratings_", ratings.to(device) if use_rating else None)
-        self.register_buffer("history_mask_", mask.to(device))
+        # Derived from the training data on every fit, so kept out of the state dict: the
+        # training loop's best-state snapshots and checkpoints need not copy them.
+        self.register_buffer("history_items_", items.to(device), persistent=False)
+        self.register_buffer("history_ratings_", ratings.to(device) if use_rating else None,
+                             persistent=False)
+        self.register_buffer("history_mask_", mask.to(device), persistent=False)
 
         item_dim = source_item_vectors(source, torch.zeros(1, dtype=torch.long,
                                                            device=device)).shape[-1]
