@@ -420,3 +420,38 @@ def test_each_base_runs_on_the_amazon_sample(name, amazon_split):
     assert {"NDCG@10", "HR@10", "phone/NDCG@10", "electronic/HR@10"} <= set(metrics)
     assert all(math.isfinite(v) for v in metrics.values()), metrics
     assert 0.0 < metrics["HR@10"] <= 1.0
+
+
+def test_base_cache_reuses_pretrained_bases_exactly(transfer_data):
+    from cdrec.models import build_model
+    from cdrec.models.bases import BaseCache
+    from cdrec.scenarios.coldstart import ColdStartUsers
+    from cdrec.train import FitContext, seed_everything
+
+    split = ColdStartUsers("src", "tgt", test_fraction=0.2, validation_fraction=0.1).split(
+        transfer_data, 0)
+    base_config = {"epochs": 6, "batch_size": 2048}
+    users, items = split.test.users[:50], torch.arange(50) % transfer_data["tgt"].n_items
+
+    def fitted(name, cache, **params):
+        seed_everything(0)
+        context = FitContext(seed=0, progress=False, base_cache=cache)
+        model = build_model(name, base_config=base_config, **params)
+        model.fit(split.train, split.validation, context)
+        return model.predict("tgt", users, items), context
+
+    cache = BaseCache()
+    first, _ = fitted("EMCDR", cache, epochs=5)
+    assert (cache.hits, cache.misses) == (0, 2)
+    reused, context = fitted("TMCDR_MF", cache, epochs=3)
+    assert (cache.hits, cache.misses) == (2, 2)          # source and target bases reused
+    trained, plain = fitted("TMCDR_MF", None, epochs=3)
+    assert torch.equal(reused, trained)                  # exact: same numbers as training them
+    assert [s.stage for s in context.stages] == [s.stage for s in plain.stages]
+    assert [s.best_epoch for s in context.stages] == [s.best_epoch for s in plain.stages]
+    assert not torch.equal(first, reused)
+    # Other settings of the base are a different base: no hit.
+    seed_everything(0)
+    build_model("EMCDR", base_config={**base_config, "dim": 8}, epochs=2).fit(
+        split.train, split.validation, FitContext(seed=0, progress=False, base_cache=cache))
+    assert (cache.hits, cache.misses) == (2, 4)

@@ -26,6 +26,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 
 from cdrec.data.dataset import CrossDomainData
 from cdrec.models.base import available_models, build_model
+from cdrec.models.bases import BaseCache
 from cdrec.scenarios.base import Split
 from cdrec.tune import SearchSpace
 from cdrec.train import FitContext, resolve_device, seed_everything
@@ -232,6 +233,7 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     for seed in config.seeds:
         split: Split = scenario.split(data, seed)
         split_info[seed] = split.info
+        cache = BaseCache()  # models over the same base pretrain it once per split
         for label in labels:
             record_path = seed_dir / f"{_safe(label)}_seed{seed}.json"
             users_path = seed_dir / f"{_safe(label)}_seed{seed}.parquet"
@@ -247,7 +249,8 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                     print(f"{label} seed {seed}: its config changed since the saved run; "
                           "fitting it again")
                     shutil.rmtree(_checkpoints(out, label, seed), ignore_errors=True)
-                record, users = _fit_one(config, label, seed, split, device, out, resume)
+                record, users = _fit_one(config, label, seed, split, device, out, resume,
+                                         cache)
                 record["fingerprint"] = stamp
                 record_path.write_text(json.dumps(record, indent=1))
                 users.to_parquet(users_path, index=False)
@@ -284,13 +287,13 @@ def _checkpoints(out: Path, label: str, seed: int) -> Path:
 
 
 def _fit_one(config: RunConfig, label: str, seed: int, split: Split, device, out: Path,
-             resume: bool) -> tuple[dict[str, Any], pd.DataFrame]:
+             resume: bool, cache: BaseCache | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     name, params = config.model_params(label)
     seed_everything(seed)
     model = build_model(name, **params)
     context = FitContext(device=device, seed=seed, progress=config.progress,
                          checkpoint_dir=_checkpoints(out, label, seed),
-                         resume=resume, label=f"{label} seed {seed}")
+                         resume=resume, label=f"{label} seed {seed}", base_cache=cache)
     t0 = time.perf_counter()
     model.fit(split.train, split.validation, context)
     fit_seconds = time.perf_counter() - t0

@@ -62,6 +62,8 @@ class FitContext:
     label: str = ""
     history: list[dict[str, float | int | str]] = field(default_factory=list)
     stages: list[StageResult] = field(default_factory=list)
+    # Pretrained bases shared by the fits of one split (``cdrec.models.bases.BaseCache``).
+    base_cache: object | None = None
     generator: torch.Generator = field(init=False)
 
     def __post_init__(self) -> None:

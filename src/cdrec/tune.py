@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cdrec.models.base import build_model
+from cdrec.models.bases import BaseCache
 from cdrec.train import FitContext, resolve_device, seed_everything
 
 
@@ -117,6 +118,8 @@ def tune(config, label: str, *, trials: int, seeds: list[int] | None = None,
     data = load_data(config.data)
     scenario = build_scenario(config.scenario)
     splits = {seed: scenario.split(data, seed) for seed in seeds}
+    # Trials that leave the base settings alone reuse the bases pretrained by the first.
+    caches = {seed: BaseCache() for seed in seeds}
     validation = splits[seeds[0]].validation
     if validation is None:
         raise ValueError(f"scenario {config.scenario.kind!r} has no validation users to tune on")
@@ -139,7 +142,8 @@ def tune(config, label: str, *, trials: int, seeds: list[int] | None = None,
             seed_everything(seed)
             model = build_model(name, **with_point(params, point))
             model.fit(split.train, split.validation,
-                      FitContext(device=device, seed=seed, progress=False))
+                      FitContext(device=device, seed=seed, progress=False,
+                                 base_cache=caches[seed]))
             value = float(split.validation.evaluate(model)[metric])
             if not math.isfinite(value):
                 raise optuna.TrialPruned(f"validation {metric} is {value}")

@@ -256,6 +256,46 @@ def _holdout_validator(base: EmbeddingBase, held: Interactions, n_items: int,
     return validate
 
 
+class BaseCache:
+    """Pretrained bases shared by the fits of one split (``FitContext.base_cache``).
+
+    Transfer methods in one run (EMCDR, TMCDR, PTUPCDR, DCDCSR, ... over the same base) and the
+    trials of a search over their own stage pretrain identical bases. A hit is exact: the key
+    holds the domain's interactions (by identity, kept alive), the base and its settings, the
+    device, and the states of the context generator and of torch's global generator before
+    pretraining; the entry restores both states to what they were after it, so a fit that hits
+    gives the same numbers as one that trains. Least recently used entries go beyond
+    ``max_entries``.
+    """
+
+    def __init__(self, max_entries: int = 8) -> None:
+        self.max_entries = max_entries
+        self.entries: dict[tuple, dict] = {}
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(train: TrainView, domain: str, name: str, config: BaseConfig,
+            context: FitContext) -> tuple:
+        interactions = train.data[domain].interactions
+        return (id(interactions), domain, name, config.model_dump_json(), str(context.device),
+                context.generator.get_state().numpy().tobytes(),
+                torch.get_rng_state().numpy().tobytes())
+
+    def get(self, key: tuple) -> dict | None:
+        entry = self.entries.pop(key, None)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.entries[key] = entry  # most recent last
+        self.hits += 1
+        return entry
+
+    def put(self, key: tuple, entry: dict) -> None:
+        self.entries[key] = entry
+        while len(self.entries) > self.max_entries:
+            self.entries.pop(next(iter(self.entries)))
+
+
 def pretrain_base(train: TrainView, domain: str, name: str, config: BaseConfig,
                   context: FitContext, validate: Validate | None = None,
                   base: EmbeddingBase | None = None) -> EmbeddingBase:
@@ -263,13 +303,32 @@ def pretrain_base(train: TrainView, domain: str, name: str, config: BaseConfig,
     methods (EMCDR, TMCDR, PTUPCDR, ...) share. Users without data there keep the prior.
 
     Pass ``base`` (from :func:`new_base`) when ``validate`` must see it while it trains.
+    With ``context.base_cache`` set, a base already pretrained the same way is reused exactly.
     """
+    cache = context.base_cache if (validate is None and base is None) else None
+    key = BaseCache.key(train, domain, name, config, context) if cache is not None else None
+    entry = cache.get(key) if cache is not None else None
     base = base if base is not None else new_base(train, domain, name, config, context)
+    if entry is not None:
+        base.load_state_dict(entry["state"])
+        base.to(context.device)
+        context.generator.set_state(entry["generator"])
+        torch.set_rng_state(entry["torch_rng"])
+        context.stages.append(replace(entry["stage"]))
+        context.history.extend({**h, "label": context.label} for h in entry["history"])
+        return base
     # Users with no data here keep the prior (zero); their rows get no gradient, so they stay.
     base.reset_users(users_without_data(train, domain))
     dom = train.data[domain]
-    fit_base(base, dom.interactions, dom.n_items, context=context, stage=f"base_{domain}",
-             validate=validate)
+    n_history = len(context.history)
+    stage = fit_base(base, dom.interactions, dom.n_items, context=context,
+                     stage=f"base_{domain}", validate=validate)
+    if cache is not None:
+        cache.put(key, {
+            "state": {k: v.detach().clone() for k, v in base.state_dict().items()},
+            "generator": context.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "stage": replace(stage), "history": list(context.history[n_history:]),
+            "interactions": train.data[domain].interactions})  # keeps the keyed id alive
     return base
 
 
