@@ -90,8 +90,28 @@ def test_cli_runs_and_prints_the_table(tmp_path):
     assert "| TGT |" in res.output and "| ItemMean |" in res.output
 
 
+def test_compare_tests_named_pairs_head_to_head(tmp_path):
+    from scipy.stats import wilcoxon
+
+    res = CliRunner().invoke(app, ["run", str(ROOT / "configs" / "quickstart.yaml"),
+                                   "seeds=[0,1]", "models={ItemMean: {}, TGT: {epochs: 3}}",
+                                   "compare=[[TGT, ItemMean]]", f"output_dir={tmp_path}",
+                                   "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "Head to head" in res.output and "| TGT | ItemMean | MAE |" in res.output
+    out = tmp_path / "quickstart"
+    duel = json.loads((out / "significance.json").read_text())["head_to_head"][0]
+    users = pd.read_parquet(out / "per_user.parquet").sort_values(["seed", "user"])
+    a = users[users.model == "TGT"].MAE.to_numpy()
+    b = users[users.model == "ItemMean"].MAE.to_numpy()
+    assert duel["tests"]["MAE"]["n"] == len(a) == len(b)
+    assert duel["tests"]["MAE"]["wilcoxon_p"] == pytest.approx(wilcoxon(a, b).pvalue)
+    assert duel["tests"]["MAE"]["mean_a"] == pytest.approx(a.mean())
+
+
 @pytest.mark.parametrize("override, message", [
     ("models.Nope={}", "unknown model 'Nope'"),
+    ("compare=[[TGT, Nope]]", "compare: names Nope"),
     ("seedz=[1]", "seedz"),
     ("scenario.params.test_fraction=2", "test_fraction must be in"),
     ("data.path=no/such/dir", "does not exist"),

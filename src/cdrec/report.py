@@ -20,8 +20,10 @@ MARK_FLOOR, MARK_TGT, MARK_LOSS = "†", "‡", "▽"
 
 
 def significance_table(per_user: pd.DataFrame, results: dict[str, dict[str, dict[str, Any]]],
-                       names: dict[str, str], metrics: list[str], *, alpha: float = 0.05) -> dict[str, Any]:
-    """Paired tests of every model against the best floor and against TGT, per metric.
+                       names: dict[str, str], metrics: list[str], *, alpha: float = 0.05,
+                       compare: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Paired tests of every model against the best floor and against TGT, per metric, and of
+    each ``(model, baseline)`` of ``compare`` head to head (``head_to_head``).
 
     Pairs are (seed, test user): each seed's split has its own test users and every model is
     evaluated on the same ones, so pooling seeds keeps the pairing. Floors are the
@@ -53,7 +55,36 @@ def significance_table(per_user: pd.DataFrame, results: dict[str, dict[str, dict
                 rows[ref][metric] = paired_tests(a, b, higher_is_better=higher_is_better(metric),
                                                  alpha=alpha)
         out["tests"][label] = rows
+    out["head_to_head"] = []
+    for label, ref in compare or []:
+        missing = [m for m in (label, ref) if m not in names]
+        if missing:
+            raise ValueError(f"compare names {', '.join(missing)}, not among the models")
+        tests = {}
+        for metric in metrics:
+            a, b = align_per_user(per_user[per_user.model == label],
+                                  per_user[per_user.model == ref], metric, keys)
+            tests[metric] = paired_tests(a, b, higher_is_better=higher_is_better(metric),
+                                         alpha=alpha)
+        out["head_to_head"].append({"model": label, "baseline": ref, "tests": tests})
     return out
+
+
+def head_to_head_table(signif: dict[str, Any]) -> str:
+    """Markdown lines of the ``compare`` pairs: both means, the difference and the p-values."""
+    rows = signif.get("head_to_head") or []
+    if not rows:
+        return ""
+    lines = ["| model | baseline | metric | model mean | baseline mean | Wilcoxon p | t-test p |"
+             " verdict |", "|" + "---|" * 8]
+    for row in rows:
+        for metric, t in row["tests"].items():
+            verdict = ("better" if t["significant"] else
+                       "worse" if not t["better"] and t["wilcoxon_p"] < t["alpha"] else "level")
+            lines.append(f"| {row['model']} | {row['baseline']} | {metric} | {t['mean_a']:.4f} | "
+                         f"{t['mean_b']:.4f} | {t['wilcoxon_p']:.2g} | {t['ttest_p']:.2g} | "
+                         f"{verdict} |")
+    return "\n".join(lines) + "\n"
 
 
 def _cell(stats: dict[str, Any], signif: dict[str, Any], label: str, metric: str,
@@ -107,6 +138,9 @@ def markdown_table(results: dict[str, dict[str, dict[str, Any]]], signif: dict[s
 def write_markdown(path: Path, name: str, results: dict[str, Any], signif: dict[str, Any],
                    split_info: dict[int, Any]) -> str:
     table = markdown_table(results, signif)
+    duels = head_to_head_table(signif)
+    if duels:
+        table += f"\nHead to head (paired over {signif['pairs']}, config `compare:`):\n\n{duels}"
     first = next(iter(split_info.values()), {}) or {}
     info = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in first.items())
     path.write_text(f"# {name}\n\n{table}\nSplit (first seed): {info}\n")

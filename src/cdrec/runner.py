@@ -64,13 +64,17 @@ class RunConfig(_Strict):
     progress: bool = True
     tune: dict[str, SearchSpace] = Field(default_factory=dict, description=(
         "per model label, the search space of `cdrec tune` (see cdrec.tune)"))
+    compare: list[tuple[str, str]] = Field(default_factory=list, description=(
+        "(model, baseline) label pairs tested head to head in results.md"))
 
     @model_validator(mode="after")
-    def _tuned_models_exist(self) -> RunConfig:
-        unknown = sorted(set(self.tune) - set(self.models))
-        if unknown:
-            raise ValueError(f"tune: names {', '.join(unknown)}, not among the models "
-                             f"({', '.join(self.models)})")
+    def _named_models_exist(self) -> RunConfig:
+        for section, labels in (("tune", set(self.tune)),
+                                ("compare", {label for pair in self.compare for label in pair})):
+            unknown = sorted(labels - set(self.models))
+            if unknown:
+                raise ValueError(f"{section}: names {', '.join(unknown)}, not among the models "
+                                 f"({', '.join(self.models)})")
         return self
 
     @field_validator("models")
@@ -262,7 +266,8 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     users_df = pd.concat(per_user, ignore_index=True)
     users_df.to_parquet(out / "per_user.parquet", index=False)
     names = {label: config.model_params(label)[0] for label in labels}
-    signif = significance_table(users_df, results, names, main_metrics(users_df))
+    signif = significance_table(users_df, results, names, main_metrics(users_df),
+                                compare=config.compare)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "significance.json").write_text(json.dumps(signif, indent=1))
     (out / "splits.json").write_text(json.dumps(split_info, indent=1))
