@@ -65,6 +65,12 @@ def test_tune_resumes_the_study(tmp_path):
     assert again["trials"] == 3
     trials = pd.read_csv(Path(again["dir"]) / "trials.csv")
     assert len(trials) == 3
+    # Another objective (other seeds, or another space) must not resume this study.
+    with pytest.raises(ValueError, match="holds a search with other"):
+        tune(cfg, "TGT", trials=4, seeds=[1])
+    wider = load_config(QUICK, [*SPACE, "tune.TGT.dim=[8, 16, 32]", f"output_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="holds a search with other"):
+        tune(wider, "TGT", trials=4)
 
 
 @pytest.mark.parametrize("override, message", [

@@ -278,7 +278,7 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     return {"results": results, "significance": signif, "table": table, "dir": str(out)}
 
 
-def fingerprint(config: RunConfig, model_params: dict[str, Any], seed: int) -> str:
+def fingerprint(config: RunConfig, model_params: dict[str, Any], seed: int | list[int]) -> str:
     """Hash of what one (model, seed) result depends on: data, scenario, the model's resolved
     hyper-parameters and the seed (not the device, progress bars or the other models)."""
     what = {"data": config.data.model_dump(mode="json"),

@@ -93,7 +93,7 @@ def tune(config, label: str, *, trials: int, seeds: list[int] | None = None,
     """
     import optuna
 
-    from cdrec.runner import _safe, build_scenario, load_data
+    from cdrec.runner import _safe, build_scenario, fingerprint, load_data
 
     if label not in config.models:
         raise ValueError(f"model {label!r} is not in the config; models: "
@@ -152,6 +152,18 @@ def tune(config, label: str, *, trials: int, seeds: list[int] | None = None,
         trial.set_user_attr("fit_seconds", time.perf_counter() - t0)
         return sum(values) / len(values)
 
+    # A stored study only resumes the same search: same data, scenario, fixed settings, space
+    # and seeds; anything else would mix two objectives in one study.
+    stamp = fingerprint(config, {"model": name, **params, "space": {
+        k: v if isinstance(v, list) else v.model_dump() for k, v in space.items()}}, seeds)
+    previous = study.user_attrs.get("fingerprint")
+    if previous is None:
+        study.set_user_attr("fingerprint", stamp)
+        study.set_user_attr("seeds", seeds)
+    elif previous != stamp:
+        raise ValueError(f"{out / 'study.db'} holds a search with other data, scenario, settings,"
+                         f" search space or seeds (seeds {study.user_attrs.get('seeds')}); "
+                         f"delete {out} or set another output_dir")
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     remaining = max(trials - done, 0)
     study.optimize(objective, n_trials=remaining, show_progress_bar=config.progress)
