@@ -97,3 +97,13 @@ def test_cli_tune_prints_the_override(tmp_path):
     assert result.exit_code == 0, result.output
     assert "best validation RMSE" in result.output
     assert "models.TGT.lr=" in result.output and "models.TGT.dim=" in result.output
+
+
+def test_a_space_of_lists_is_a_grid_walked_once(tmp_path):
+    cfg = load_config(QUICK, ["tune={TGT: {dim: [4, 8], reg: [0.05, 0.2]}}", "models.TGT.epochs=2",
+                              "progress=false", f"output_dir={tmp_path}"])
+    best = tune(cfg, "TGT", trials=50)  # capped at the grid's 4 points
+    trials = pd.read_csv(Path(best["dir"]) / "trials.csv")
+    assert best["trials"] == 4
+    assert sorted(zip(trials.params_dim, trials.params_reg)) == [
+        (4, 0.05), (4, 0.2), (8, 0.05), (8, 0.2)]

@@ -12,7 +12,7 @@ hyper-parameters (dotted keys reach nested ones, e.g. ``base_config.lr``)::
 ``cdrec tune CONFIG --model BPR --trials 30`` fits the model once per trial and seed on the
 scenario's training view, scores it on the validation users with the scenario's main metric
 (``split.validation``; the test users are never scored), and lets Optuna's TPE sampler (seeded)
-pick the next point. The study lives in ``<run dir>/tune/<label>/study.db`` so an interrupted
+pick the next point; a space made of value lists only is walked as a grid, each point once. The study lives in ``<run dir>/tune/<label>/study.db`` so an interrupted
 search resumes; ``trials.csv``, ``best.yaml`` (the model's full parameters with the best point)
 and ``history.png`` are written beside it.
 """
@@ -83,6 +83,16 @@ def with_point(params: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def sampler(space: SearchSpace, seed: int):
+    """Optuna's seeded TPE sampler; a space of value lists only is a grid, walked exhaustively
+    (each point once, whatever ``trials`` says beyond the grid's size)."""
+    import optuna
+
+    if all(isinstance(spec, list) for spec in space.values()):
+        return optuna.samplers.GridSampler({k: list(v) for k, v in space.items()}, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
 def tune(config, label: str, *, trials: int, seeds: list[int] | None = None,
          sampler_seed: int = 0) -> dict[str, Any]:
     """Search ``config.tune[label]`` on validation users; return the best point and files.
@@ -131,7 +141,7 @@ def tune(config, label: str, *, trials: int, seeds: list[int] | None = None,
     study = optuna.create_study(
         study_name=label, storage=f"sqlite:///{out / 'study.db'}", load_if_exists=True,
         direction="maximize" if maximize else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=sampler_seed))
+        sampler=sampler(space, sampler_seed))
 
     def objective(trial) -> float:
         point = suggest(trial, space)
@@ -165,6 +175,8 @@ def tune(config, label: str, *, trials: int, seeds: list[int] | None = None,
                          f" search space or seeds (seeds {study.user_attrs.get('seeds')}); "
                          f"delete {out} or set another output_dir")
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    if all(isinstance(spec, list) for spec in space.values()):
+        trials = min(trials, math.prod(len(spec) for spec in space.values()))
     remaining = max(trials - done, 0)
     study.optimize(objective, n_trials=remaining, show_progress_bar=config.progress)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
