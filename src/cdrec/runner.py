@@ -64,6 +64,8 @@ class RunConfig(_Strict):
     progress: bool = True
     tune: dict[str, SearchSpace] = Field(default_factory=dict, description=(
         "per model label, the search space of `cdrec tune` (see cdrec.tune)"))
+    defs: dict[str, Any] = Field(default_factory=dict, description=(
+        "a place for YAML anchors (&name) that models reuse (*name); not read otherwise"))
     compare: list[tuple[str, str]] = Field(default_factory=list, description=(
         "(model, baseline) label pairs tested head to head in results.md"))
 
