@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cdrec.cli import app
-from cdrec.runner import load_config, run
+from cdrec.runner import load_config, load_configs, run
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["seeds=[0,1]", "progress=false", "models.TGT.epochs=3", "models.CMF.epochs=3",
@@ -167,3 +167,16 @@ def test_plot_pairs_draws_emcdr_against_tmcdr(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="no \\(baseline, method\\) pairs"):
         plot_pairs(results, ["AUC"], tmp_path / "q.png", [])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates_and_builds_its_models(path):
+    from cdrec.models.base import build_model
+    from cdrec.tune import check_space
+
+    for cfg in load_configs(path):
+        for label in cfg.models:
+            name, params = cfg.model_params(label)
+            build_model(name, **params)  # every setting is a valid one
+        for label, space in cfg.tune.items():  # and so is each bound of each search space
+            check_space(label, *cfg.model_params(label), space)

@@ -83,6 +83,19 @@ def with_point(params: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def check_space(label: str, name: str, params: dict[str, Any], space: SearchSpace) -> None:
+    """Raise ``ValueError`` unless every bound (or listed value) of ``space`` gives a valid
+    ``name`` model together with the fixed ``params``."""
+    for key, spec in space.items():
+        for value in spec if isinstance(spec, list) else [spec.low, spec.high]:
+            value = int(value) if isinstance(spec, Range) and spec.is_int() else value
+            try:
+                build_model(name, **with_point(params, {key: value}))
+            except (ValidationError, TypeError, ValueError) as err:
+                raise ValueError(f"tune {label}.{key}={value!r} is not a valid {name} "
+                                 f"parameter:\n{err}") from None
+
+
 def sampler(space: SearchSpace, seed: int):
     """Optuna's seeded TPE sampler; a space of value lists only is a grid, walked exhaustively
     (each point once, whatever ``trials`` says beyond the grid's size)."""
@@ -113,15 +126,7 @@ def tune(config, label: str, *, trials: int, seeds: list[int] | None = None,
                          f"(tune: has {', '.join(config.tune) or 'nothing'})")
     space = config.tune[label]
     name, params = config.model_params(label)
-    # Every bound must give a valid model before any time is spent fitting.
-    for key, spec in space.items():
-        for value in spec if isinstance(spec, list) else [spec.low, spec.high]:
-            value = int(value) if isinstance(spec, Range) and spec.is_int() else value
-            try:
-                build_model(name, **with_point(params, {key: value}))
-            except (ValidationError, TypeError, ValueError) as err:
-                raise ValueError(f"tune {label}.{key}={value!r} is not a valid {name} "
-                                 f"parameter:\n{err}") from None
+    check_space(label, name, params, space)  # before any time is spent fitting
 
     seeds = seeds or config.seeds[:1]
     device = resolve_device(config.device)
