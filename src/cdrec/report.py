@@ -140,7 +140,8 @@ def write_markdown(path: Path, name: str, results: dict[str, Any], signif: dict[
     table = markdown_table(results, signif)
     duels = head_to_head_table(signif)
     if duels:
-        table += f"\nHead to head (paired over {signif['pairs']}, config `compare:`):\n\n{duels}"
+        table += (f"\nHead to head (config `compare:`; paired over {signif['pairs']}; the means "
+                  f"are of per-user values, so they differ from pooled MAE/RMSE):\n\n{duels}")
     first = next(iter(split_info.values()), {}) or {}
     info = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in first.items())
     path.write_text(f"# {name}\n\n{table}\nSplit (first seed): {info}\n")
