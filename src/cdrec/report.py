@@ -75,8 +75,8 @@ def head_to_head_table(signif: dict[str, Any]) -> str:
     rows = signif.get("head_to_head") or []
     if not rows:
         return ""
-    lines = ["| model | baseline | metric | model mean | baseline mean | Wilcoxon p | t-test p |"
-             " verdict |", "|" + "---|" * 8]
+    header = "| model | baseline | metric | model mean | baseline mean | Wilcoxon p | t-test p |"
+    lines = [header + " verdict |", "|" + "---|" * 8]
     for row in rows:
         for metric, t in row["tests"].items():
             verdict = ("better" if t["significant"] else

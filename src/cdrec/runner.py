@@ -21,15 +21,14 @@ from typing import Any, Literal
 
 import pandas as pd
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cdrec.data.dataset import CrossDomainData
 from cdrec.models.base import available_models, build_model
 from cdrec.models.bases import BaseCache
 from cdrec.scenarios.base import Split
-from cdrec.tune import SearchSpace
 from cdrec.train import FitContext, resolve_device, seed_everything
+from cdrec.tune import SearchSpace
 
 
 class _Strict(BaseModel):
