@@ -107,3 +107,9 @@ def test_a_space_of_lists_is_a_grid_walked_once(tmp_path):
     assert best["trials"] == 4
     assert sorted(zip(trials.params_dim, trials.params_reg)) == [
         (4, 0.05), (4, 0.2), (8, 0.05), (8, 0.2)]
+
+
+def test_cli_tune_without_a_search_space_says_so(tmp_path):
+    result = CliRunner().invoke(app, ["tune", str(QUICK), f"output_dir={tmp_path}"])
+    assert result.exit_code == 2
+    assert "has no tune: section" in result.output

@@ -67,6 +67,9 @@ def tune(
     extra = list(overrides or []) + (["progress=false"] if quiet else [])
     try:
         for cfg in load_configs(config, extra):
+            if not (model or cfg.tune):
+                raise ValueError(f"{config} has no tune: section (see `cdrec tune --help` and "
+                                 "the README) and no --model was given")
             for label in model or list(cfg.tune):
                 typer.secho(f"== {cfg.name}: {label}", bold=True)
                 best = tune_model(cfg, label, trials=trials, seeds=seed)
