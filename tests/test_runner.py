@@ -82,6 +82,27 @@ def test_resume_refits_what_the_config_changed(quick_run, capsys):
                     [*FAST, f"output_dir={Path(cfg['output_dir'])}"]), resume=True)
 
 
+def test_resume_continues_an_interrupted_fit_from_its_checkpoints(tmp_path, capsys):
+    args = [*FAST, "seeds=[0]", "models={TGT: {epochs: 3}}", f"output_dir={tmp_path}"]
+    first = run(load_config(ROOT / "configs" / "quickstart.yaml", args))
+    out = Path(first["dir"])
+    # An interrupted run: checkpoints written, per-seed result not yet.
+    (out / "seeds" / "TGT_seed0.json").unlink()
+    (out / "seeds" / "TGT_seed0.parquet").unlink()
+    checkpoint = next((out / "checkpoints" / "TGT" / "seed0").glob("*.pt"))
+    written = checkpoint.stat().st_mtime_ns
+    capsys.readouterr()
+    again = run(load_config(ROOT / "configs" / "quickstart.yaml", args), resume=True)
+    assert "config changed" not in capsys.readouterr().out
+    assert checkpoint.stat().st_mtime_ns == written  # finished stage loaded, not retrained
+    assert again["results"]["TGT"]["RMSE"] == first["results"]["TGT"]["RMSE"]
+    # The same checkpoints under another config are thrown away, with a message.
+    changed = run(load_config(ROOT / "configs" / "quickstart.yaml",
+                              [*args, "models.TGT.dim=8"]), resume=True)
+    assert "TGT seed 0: its config changed" in capsys.readouterr().out
+    assert changed["results"]["TGT"]["RMSE"] != first["results"]["TGT"]["RMSE"]
+
+
 def test_cli_runs_and_prints_the_table(tmp_path):
     res = CliRunner().invoke(app, ["run", str(ROOT / "configs" / "quickstart.yaml"), "seeds=[0]",
                                    "models={ItemMean: {}, TGT: {epochs: 2}}",

@@ -248,12 +248,20 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             if saved is not None and saved.get("fingerprint") == stamp and users_path.exists():
                 record, users = saved, pd.read_parquet(users_path)
             else:
-                if saved is not None or (resume and _checkpoints(out, label, seed).exists()):
-                    # Data, scenario or hyper-parameters changed since that result: resuming
-                    # from it would mix two experiments under one name.
-                    print(f"{label} seed {seed}: its config changed since the saved run; "
-                          "fitting it again")
-                    shutil.rmtree(_checkpoints(out, label, seed), ignore_errors=True)
+                checkpoints = _checkpoints(out, label, seed)
+                stamp_file = checkpoints / "fingerprint.txt"
+                stale_checkpoints = checkpoints.exists() and not (
+                    stamp_file.exists() and stamp_file.read_text() == stamp)
+                changed = saved is not None and saved.get("fingerprint") != stamp
+                if changed or stale_checkpoints:
+                    # Data, scenario or hyper-parameters changed since that result or that
+                    # interrupted fit: resuming from it would mix two experiments under one name.
+                    if resume:
+                        print(f"{label} seed {seed}: its config changed since the saved run; "
+                              "fitting it again")
+                    shutil.rmtree(checkpoints, ignore_errors=True)
+                checkpoints.mkdir(parents=True, exist_ok=True)
+                stamp_file.write_text(stamp)
                 record, users = _fit_one(config, label, seed, split, device, out, resume,
                                          cache)
                 record["fingerprint"] = stamp
