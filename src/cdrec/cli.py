@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+
+# What bad configs, paths and data raise: shown as one red line, exit code 2, no traceback.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError)
+
+
+def fail(err: BaseException | str) -> NoReturn:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2) from None
+
 
 app = typer.Typer(help="Cross-domain recommendation: experiments from YAML configs.",
                   no_args_is_help=True, add_completion=False)
@@ -40,9 +49,8 @@ def run(
             out = run_config(cfg, resume=resume)
             typer.echo(out["table"])
             typer.echo(f"written to {out['dir']}/")
-    except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
+    except USER_ERRORS as err:
+        fail(err)
 
 
 @app.command()
@@ -77,9 +85,8 @@ def tune(
                            f"{best['trials']} trials: {best['point']}")
                 typer.echo(f"apply with: {override_line(label, best['point'])}")
                 typer.echo(f"written to {best['dir']}/")
-    except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
+    except USER_ERRORS as err:
+        fail(err)
 
 
 @app.command()
@@ -101,8 +108,7 @@ def datasets(
     show("shipped with cdrec:", shipped_datasets())
     if data_dir is not None:
         if not data_dir.is_dir():
-            typer.secho(f"error: {data_dir} is not a directory", fg=typer.colors.RED, err=True)
-            raise typer.Exit(code=2)
+            fail(f"{data_dir} is not a directory")
         show(f"found in {data_dir}:", find_datasets(data_dir))
 
 
@@ -125,8 +131,7 @@ def plot_pairs_command(
     try:
         plot_pairs(results, metrics or signif["metrics"], out, pairs, title=run_dir.name)
     except (ValueError, KeyError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
+        fail(err)
     typer.echo(f"written {out}")
 
 

@@ -96,12 +96,17 @@ def check_space(label: str, name: str, params: dict[str, Any], space: SearchSpac
                                  f"parameter:\n{err}") from None
 
 
+def is_grid(space: SearchSpace) -> bool:
+    """A space made of value lists only."""
+    return all(isinstance(spec, list) for spec in space.values())
+
+
 def sampler(space: SearchSpace, seed: int):
     """Optuna's seeded TPE sampler; a space of value lists only is a grid, walked exhaustively
     (each point once, whatever ``trials`` says beyond the grid's size)."""
     import optuna
 
-    if all(isinstance(spec, list) for spec in space.values()):
+    if is_grid(space):
         return optuna.samplers.GridSampler({k: list(v) for k, v in space.items()}, seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
@@ -180,7 +185,7 @@ def tune(config, label: str, *, trials: int, seeds: list[int] | None = None,
                          f" search space or seeds (seeds {study.user_attrs.get('seeds')}); "
                          f"delete {out} or set another output_dir")
     done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    if all(isinstance(spec, list) for spec in space.values()):
+    if is_grid(space):
         trials = min(trials, math.prod(len(spec) for spec in space.values()))
     remaining = max(trials - done, 0)
     study.optimize(objective, n_trials=remaining, show_progress_bar=config.progress)
