@@ -20,8 +20,8 @@ import torch
 
 from cdrec.data.readers import read_douban
 from cdrec.models import build_model
-from cdrec.models.bases import fit_base, new_base
-from cdrec.models.mf import MFConfig
+from cdrec.models.bases.mf import MFConfig
+from cdrec.models.bases.pretrain import fit_base, new_base
 from cdrec.scenarios.coldstart import ColdStartUsers
 from cdrec.train import FitContext, resolve_device
 

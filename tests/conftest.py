@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
-from cdrec.models.base import Recommender
+from cdrec.models.recommender import Recommender
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -58,6 +58,9 @@ class ScoreFn(Recommender):
         super().__init__()
         self.fn = fn
         self.fitted_ = True
+
+    def _fit(self, train, validation, context) -> None:
+        raise NotImplementedError("ScoreFn is built fitted; it never trains")
 
     def predict(self, domain, users, items):
         return self.fn(domain, users, items).float()

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.models import available_models, build_model
-from cdrec.models.bases import BASES, base_class
-from cdrec.scenarios.multitarget import LeaveOneOut
+from cdrec.models.bases.registry import BASES, base_class
+from cdrec.scenarios.leave_one_out import LeaveOneOut
 from cdrec.train import FitContext
 
 NEW = ["ListRankMF", "CML", "GMF", "DNN"]
@@ -424,7 +424,7 @@ def test_each_base_runs_on_the_amazon_sample(name, amazon_split):
 
 def test_base_cache_reuses_pretrained_bases_exactly(transfer_data):
     from cdrec.models import build_model
-    from cdrec.models.bases import BaseCache
+    from cdrec.models.bases.cache import BaseCache
     from cdrec.scenarios.coldstart import ColdStartUsers
     from cdrec.train import FitContext, seed_everything
 

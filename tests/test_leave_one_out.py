@@ -14,8 +14,8 @@ from conftest import ScoreFn
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.data.schema import DataError
 from cdrec.evaluation import MultiDomainEvaluator, SampledRankingEvaluator
-from cdrec.scenarios import SCENARIOS
-from cdrec.scenarios.multitarget import LeaveOneOut, sample_distinct_negatives
+from cdrec.scenarios import scenario_class
+from cdrec.scenarios.leave_one_out import LeaveOneOut, sample_distinct_negatives
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def split(amazon):
 
 
 def test_registered_under_its_name():
-    assert SCENARIOS["leave_one_out"] is LeaveOneOut
+    assert scenario_class("leave_one_out") is LeaveOneOut
     assert LeaveOneOut.name == "leave_one_out"
 
 
@@ -262,7 +262,8 @@ def test_bad_parameters_are_refused(kwargs, error, message):
 
 
 def test_the_config_runs_end_to_end(tmp_path):
-    from cdrec.runner import load_config, run
+    from cdrec.config import load_config
+    from cdrec.runner import run
 
     cfg = load_config(ROOT / "configs" / "loo_amazon_sample.yaml", [
         "seeds=[0]", "progress=false", "models.MF.epochs=1", "models.MF.dim=8",

@@ -126,7 +126,7 @@ def test_item_mean_picks_its_shrinkage_on_validation_users_only(douban_sample):
 def test_mf_early_stops_each_domain_on_that_domains_validation_users():
     from cdrec.data.catalog import sample_path
     from cdrec.data.readers import read_amazon_implicit_pair
-    from cdrec.scenarios.multitarget import LeaveOneOut
+    from cdrec.scenarios.leave_one_out import LeaveOneOut
 
     data = read_amazon_implicit_pair(sample_path("amazon_implicit"), "phone", "electronic")
     split = LeaveOneOut().split(data, 0)
@@ -139,7 +139,7 @@ def test_mf_early_stops_each_domain_on_that_domains_validation_users():
 def test_single_domain_baselines_merge_source_and_target_in_cold_start(synthetic_split):
     """Merged (TMCDR's single-domain baselines): a cold user's factors come from their source
     items, so MF beats the target-only TGT; TGT keeps them at the prior."""
-    from cdrec.models.bases import merged_target_view
+    from cdrec.models.bases.single_domain import merged_target_view
 
     view = merged_target_view(synthetic_split.train)
     src, tgt = synthetic_split.train.data["src"], synthetic_split.train.data["tgt"]

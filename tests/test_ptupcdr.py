@@ -8,10 +8,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-import cdrec.models.ptupcdr  # noqa: F401  (registers PTUPCDR)
+import cdrec.models.coldstart.ptupcdr  # noqa: F401  (registers PTUPCDR)
 from cdrec.data.dataset import Interactions
 from cdrec.models import build_model
-from cdrec.models.ptupcdr import CharacteristicEncoder, padded_histories
+from cdrec.models.coldstart.ptupcdr import CharacteristicEncoder, padded_histories
 from cdrec.scenarios.coldstart import ColdStartUsers
 from cdrec.stats import align_per_user, paired_tests
 from cdrec.train import FitContext

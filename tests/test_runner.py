@@ -11,7 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from cdrec.cli import app
-from cdrec.runner import load_config, load_configs, run
+from cdrec.config import load_config, load_configs
+from cdrec.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["seeds=[0,1]", "progress=false", "models.TGT.epochs=3", "models.CMF.epochs=3",
@@ -153,7 +154,7 @@ def test_cli_lists_models_and_datasets():
 
 
 def test_sweep_expands_into_named_runs():
-    from cdrec.runner import load_configs
+    from cdrec.config import load_configs
 
     configs = load_configs(ROOT / "configs" / "douban_coldstart.yaml")
     assert [c.name for c in configs] == [f"douban_coldstart/test_fraction={b}"
@@ -166,7 +167,7 @@ def test_sweep_expands_into_named_runs():
 
 
 def test_zipped_sweep_moves_keys_together():
-    from cdrec.runner import load_configs
+    from cdrec.config import load_configs
 
     configs = load_configs(ROOT / "configs" / "tmcdr_amazon.yaml")
     assert [c.name for c in configs] == [
@@ -192,7 +193,7 @@ def test_plot_pairs_draws_emcdr_against_tmcdr(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_validates_and_builds_its_models(path):
-    from cdrec.models.base import build_model
+    from cdrec.models import build_model
     from cdrec.tune import check_space
 
     for cfg in load_configs(path):

@@ -7,8 +7,8 @@ import torch
 
 from cdrec.data.dataset import Interactions
 from cdrec.models import build_model
-from cdrec.models.mf import MFBase, MFConfig
-from cdrec.models.tmcdr import TaskTensors, maml_objective
+from cdrec.models.bases.mf import MFBase, MFConfig
+from cdrec.models.coldstart.tmcdr import TaskTensors, maml_objective
 from cdrec.scenarios.coldstart import ColdStartUsers
 from cdrec.stats import align_per_user, paired_tests
 from cdrec.train import FitContext

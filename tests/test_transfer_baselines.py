@@ -11,11 +11,11 @@ from conftest import make_transfer_data
 from torch import nn
 
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
-from cdrec.models import build_model, cst  # noqa: F401  (importing cst registers CST)
-from cdrec.models.dcdcsr import benchmark_weights, sparsity_degrees  # registers DCDCSR
-from cdrec.models.sscdr import unsupervised_term  # registers SSCDR
-from cdrec.scenarios.base import TrainView
+from cdrec.models import build_model
+from cdrec.models.coldstart.dcdcsr import benchmark_weights, sparsity_degrees  # registers DCDCSR
+from cdrec.models.coldstart.sscdr import unsupervised_term  # registers SSCDR
 from cdrec.scenarios.coldstart import ColdStartUsers
+from cdrec.split import TrainView
 from cdrec.stats import align_per_user, paired_tests
 from cdrec.train import FitContext
 

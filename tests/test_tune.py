@@ -10,8 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from cdrec.cli import app
-from cdrec.models.base import build_model
-from cdrec.runner import build_scenario, load_config, load_data
+from cdrec.config import load_config, load_data
+from cdrec.models import build_model
 from cdrec.train import FitContext, seed_everything
 from cdrec.tune import tune
 
@@ -24,7 +24,7 @@ SPACE = ["tune={TGT: {lr: {low: 0.005, high: 0.05, log: true}, dim: [8, 16]}}",
 def test_tune_scores_validation_users_never_test_users(tmp_path, monkeypatch):
     seen: list[str] = []
     cfg = load_config(QUICK, [*SPACE, f"output_dir={tmp_path}"])
-    scenario = build_scenario(cfg.scenario)
+    scenario = cfg.scenario.build()
     split = scenario.split(load_data(cfg.data), 0)
     test_type, validation_type = type(split.test), type(split.validation)
     assert test_type is validation_type  # so the spy must tell them apart by their users

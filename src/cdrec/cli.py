@@ -33,7 +33,7 @@ def run(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
     """Train and evaluate every model of CONFIG for every seed; print the results table."""
-    from cdrec.runner import load_configs
+    from cdrec.config import load_configs
     from cdrec.runner import run as run_config
 
     extra = list(overrides or [])
@@ -68,7 +68,7 @@ def tune(
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Search hyper-parameters on the validation users (Optuna TPE); print the best per model."""
-    from cdrec.runner import load_configs
+    from cdrec.config import load_configs
     from cdrec.tune import override_line
     from cdrec.tune import tune as tune_model
 

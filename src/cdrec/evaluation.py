@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pandas as pd
 import torch
 
 from cdrec.data.dataset import Interactions
 from cdrec.data.sampling import sample_negatives
 from cdrec.metrics import auc, mae, ndcg_at_k, per_user_errors, rmse, sampled_rank_metrics
-
-if TYPE_CHECKING:
-    from cdrec.models.base import Recommender
-    from cdrec.scenarios.base import Evaluator
+from cdrec.split import Evaluator, Predictor
 
 SCORE_BATCH = 1 << 18  # pairs per predict call: large enough to amortise overhead, small in memory
 
 
 @torch.no_grad()
-def score_pairs(model: Recommender, domain: str, users: torch.Tensor, items: torch.Tensor,
+def score_pairs(model: Predictor, domain: str, users: torch.Tensor, items: torch.Tensor,
                 batch_size: int = SCORE_BATCH) -> torch.Tensor:
     """``model.predict`` over aligned 1-D ``users``/``items`` in large batches, returned on CPU.
 
@@ -37,7 +32,17 @@ def score_pairs(model: Recommender, domain: str, users: torch.Tensor, items: tor
     return out.reshape(shape)
 
 
-class RatingEvaluator:
+class OneDomain:
+    """Evaluators of a single domain: ``for_domain`` gives the evaluator itself for its own
+    domain and ``None`` for any other (see ``cdrec.split.Evaluator``)."""
+
+    domain: str
+
+    def for_domain(self, domain: str) -> Evaluator | None:
+        return self if domain == self.domain else None
+
+
+class RatingEvaluator(OneDomain):
     """MAE and RMSE over held-out ratings of one domain (pooled over ratings, as the papers report);
     ``per_user`` gives each user's own MAE and RMSE for paired tests."""
 
@@ -50,15 +55,15 @@ class RatingEvaluator:
         self.domain = domain
         self.interactions = interactions
 
-    def _predict(self, model: Recommender) -> torch.Tensor:
+    def _predict(self, model: Predictor) -> torch.Tensor:
         return score_pairs(model, self.domain, self.interactions.user, self.interactions.item)
 
-    def evaluate(self, model: Recommender) -> dict[str, float]:
+    def evaluate(self, model: Predictor) -> dict[str, float]:
         pred = self._predict(model)
         return {"MAE": mae(pred, self.interactions.rating),
                 "RMSE": rmse(pred, self.interactions.rating)}
 
-    def per_user(self, model: Recommender) -> pd.DataFrame:
+    def per_user(self, model: Predictor) -> pd.DataFrame:
         errors = per_user_errors(self._predict(model), self.interactions.rating,
                                  self.interactions.user)
         return pd.DataFrame({"user": errors["user"].numpy(), "MAE": errors["mae"].numpy(),
@@ -69,7 +74,7 @@ class RatingEvaluator:
         return torch.unique(self.interactions.user)
 
 
-class RankingEvaluator:
+class RankingEvaluator(OneDomain):
     """Per-user ranking of fixed candidate lists: AUC and NDCG@k, averaged over users.
 
     ``candidates``/``labels``/``mask`` are [n_users, n_candidates]; padding has ``mask`` False.
@@ -84,16 +89,16 @@ class RankingEvaluator:
         self.domain, self.users, self.k = domain, users, k
         self.candidates, self.labels, self.mask = candidates, labels, mask
 
-    def _per_user(self, model: Recommender) -> dict[str, torch.Tensor]:
+    def _per_user(self, model: Predictor) -> dict[str, torch.Tensor]:
         user_grid = self.users.unsqueeze(1).expand_as(self.candidates)
         scores = score_pairs(model, self.domain, user_grid, self.candidates)
         return {"AUC": auc(scores, self.labels.bool(), self.mask),
                 f"NDCG@{self.k}": ndcg_at_k(scores, self.labels.float(), self.k, self.mask)}
 
-    def evaluate(self, model: Recommender) -> dict[str, float]:
+    def evaluate(self, model: Predictor) -> dict[str, float]:
         return {name: float(torch.nanmean(v)) for name, v in self._per_user(model).items()}
 
-    def per_user(self, model: Recommender) -> pd.DataFrame:
+    def per_user(self, model: Predictor) -> pd.DataFrame:
         values = self._per_user(model)
         return pd.DataFrame({"user": self.users.numpy(),
                              **{name: v.numpy() for name, v in values.items()}})
@@ -141,7 +146,7 @@ def _main_first(metrics: dict[str, torch.Tensor], main: str) -> dict[str, torch.
     return {main: metrics[main], **{k: v for k, v in metrics.items() if k != main}}
 
 
-class SampledRankingEvaluator:
+class SampledRankingEvaluator(OneDomain):
     """One held-out positive against ``n_neg`` fixed sampled negatives per user, in one domain.
 
     ``users`` [n], ``positives`` [n] and ``negatives`` [n, n_neg] are fixed when the split is made.
@@ -173,16 +178,16 @@ class SampledRankingEvaluator:
     def n_neg(self) -> int:
         return int(self.negatives.shape[1])
 
-    def _per_user(self, model: Recommender) -> dict[str, torch.Tensor]:
+    def _per_user(self, model: Predictor) -> dict[str, torch.Tensor]:
         items = torch.cat([self.positives.unsqueeze(1), self.negatives], 1)
         scores = score_pairs(model, self.domain, self.users.unsqueeze(1).expand_as(items), items)
         values = sampled_rank_metrics(scores[:, 0], scores[:, 1:], self.ks)
         return _main_first(values, self.main_metric)
 
-    def evaluate(self, model: Recommender) -> dict[str, float]:
+    def evaluate(self, model: Predictor) -> dict[str, float]:
         return {name: float(v.mean()) for name, v in self._per_user(model).items()}
 
-    def per_user(self, model: Recommender) -> pd.DataFrame:
+    def per_user(self, model: Predictor) -> pd.DataFrame:
         values = self._per_user(model)
         return pd.DataFrame({"user": self.users.numpy(),
                              **{name: v.numpy() for name, v in values.items()}})
@@ -218,7 +223,7 @@ class RatingTopKEvaluator(RatingEvaluator):
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         self._tie_order = torch.randperm(len(interactions), generator=generator)
 
-    def _per_user(self, model: Recommender, pred: torch.Tensor | None = None
+    def _per_user(self, model: Predictor, pred: torch.Tensor | None = None
                   ) -> dict[str, torch.Tensor]:
         inter = self.interactions
         pred = self._predict(model) if pred is None else pred
@@ -241,7 +246,7 @@ class RatingTopKEvaluator(RatingEvaluator):
                 f"Precision@{self.k}": hits / self.k, f"Recall@{self.k}": recall,
                 "n": errors["n"]}
 
-    def evaluate(self, model: Recommender) -> dict[str, float]:
+    def evaluate(self, model: Predictor) -> dict[str, float]:
         pred = self._predict(model)
         out = {"RMSE": rmse(pred, self.interactions.rating),
                "MAE": mae(pred, self.interactions.rating)}
@@ -250,7 +255,7 @@ class RatingTopKEvaluator(RatingEvaluator):
             out[name] = float(torch.nanmean(values[name]))
         return out
 
-    def per_user(self, model: Recommender) -> pd.DataFrame:
+    def per_user(self, model: Predictor) -> pd.DataFrame:
         return pd.DataFrame({name: v.numpy() for name, v in self._per_user(model).items()})
 
 
@@ -261,9 +266,11 @@ class MultiDomainEvaluator:
     metric's unweighted mean over the domains (a domain counts once whatever its size).
     ``main_metric`` is the parts' main metric, unprefixed: the mean over domains is what early
     stopping and model selection see. ``per_user`` stacks the parts' tables with a ``domain``
-    column: one row per (domain, user). There is deliberately no ``domain`` attribute: a model
-    that validates one domain at a time can ask :meth:`for_domain` for that domain's part.
+    column: one row per (domain, user). ``domain`` is ``None`` (no single domain is judged): a
+    model that validates one domain at a time asks :meth:`for_domain` for that domain's part.
     """
+
+    domain = None
 
     def __init__(self, parts: dict[str, Evaluator]) -> None:
         if not parts:
@@ -285,7 +292,7 @@ class MultiDomainEvaluator:
         """The evaluator of one domain, or ``None`` if that domain is not evaluated."""
         return self.parts.get(domain)
 
-    def evaluate(self, model: Recommender) -> dict[str, float]:
+    def evaluate(self, model: Predictor) -> dict[str, float]:
         per_domain = {name: part.evaluate(model) for name, part in self.parts.items()}
         first = next(iter(per_domain.values()))
         common = [m for m in first if all(m in v for v in per_domain.values())]
@@ -294,7 +301,7 @@ class MultiDomainEvaluator:
             out.update({f"{name}/{m}": v for m, v in values.items()})
         return out
 
-    def per_user(self, model: Recommender) -> pd.DataFrame:
+    def per_user(self, model: Predictor) -> pd.DataFrame:
         frames = []
         for name, part in self.parts.items():
             frame = part.per_user(model)

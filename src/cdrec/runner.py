@@ -9,207 +9,23 @@ curves), and ``seeds/`` + ``checkpoints/`` for ``--resume``.
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import itertools
 import json
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
+import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cdrec.data.dataset import CrossDomainData
-from cdrec.models.base import available_models, build_model
-from cdrec.models.bases import BaseCache
-from cdrec.scenarios.base import Split
+from cdrec.config import RunConfig, fingerprint, load_data
+from cdrec.filenames import safe_name
+from cdrec.models import build_model
+from cdrec.models.bases.cache import BaseCache
+from cdrec.split import Split
 from cdrec.train import FitContext, resolve_device, seed_everything
-from cdrec.tune import SearchSpace
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataSpec(_Strict):
-    """Where the data is and how to read it. ``path: sample:douban`` is the shipped sample."""
-
-    format: Literal["douban", "amazon_implicit", "table", "amazon_ratings", "amazon_json"]
-    path: str | None = None
-    domains: list[str] | None = None
-    files: dict[str, str] | None = None
-    columns: dict[str, str] | None = None
-    rating_scale: tuple[float, float] | None = (1.0, 5.0)
-    k_core: int | None = Field(None, ge=1)
-
-
-class ScenarioSpec(_Strict):
-    kind: Literal["coldstart", "leave_one_out", "kfold_rating"]
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class RunConfig(_Strict):
-    name: str
-    data: DataSpec
-    scenario: ScenarioSpec
-    models: dict[str, dict[str, Any]]
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
-    device: str = "cpu"
-    output_dir: str = "runs"
-    progress: bool = True
-    tune: dict[str, SearchSpace] = Field(default_factory=dict, description=(
-        "per model label, the search space of `cdrec tune` (see cdrec.tune)"))
-    defs: dict[str, Any] = Field(default_factory=dict, description=(
-        "a place for YAML anchors (&name) that models reuse (*name); not read otherwise"))
-    compare: list[tuple[str, str]] = Field(default_factory=list, description=(
-        "(model, baseline) label pairs tested head to head in results.md"))
-
-    @model_validator(mode="after")
-    def _named_models_exist(self) -> RunConfig:
-        for section, labels in (("tune", set(self.tune)),
-                                ("compare", {label for pair in self.compare for label in pair})):
-            unknown = sorted(labels - set(self.models))
-            if unknown:
-                raise ValueError(f"{section}: names {', '.join(unknown)}, not among the models "
-                                 f"({', '.join(self.models)})")
-        return self
-
-    @field_validator("models")
-    @classmethod
-    def _known_models(cls, models: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        known = available_models()
-        for label, params in models.items():
-            name = (params or {}).get("model", label)
-            if name not in known:
-                raise ValueError(f"model {label!r}: unknown model {name!r}; available: "
-                                 f"{', '.join(known)}")
-        return models
-
-    def model_params(self, label: str) -> tuple[str, dict[str, Any]]:
-        params = dict(self.models[label] or {})
-        return params.pop("model", label), params
-
-
-def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config and apply ``key.sub=value`` overrides (values parsed as YAML).
-
-    A config with a ``sweep`` is refused here: use :func:`load_configs`.
-    """
-    configs = load_configs(path, overrides)
-    if len(configs) != 1:
-        raise ValueError(f"{path} sweeps over {len(configs)} runs; use load_configs")
-    return configs[0]
-
-
-def load_configs(path: str | Path, overrides: list[str] | None = None) -> list[RunConfig]:
-    """One config per point of the file's optional ``sweep`` (``{dotted.key: [values]}``, the
-    product of all lists; a key ``a.x,a.y`` with values ``[[x1, y1], ...]`` moves the keys
-    together), each named ``<name>/<key>=<value>...`` so runs sit side by side."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
-    for item in overrides or []:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key.sub=value")
-        key, value = item.split("=", 1)
-        _set_dotted(raw, key.strip(), yaml.safe_load(value))
-    sweep = raw.pop("sweep", None) or {}
-    if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
-        raise ValueError(f"invalid config {path}: sweep must map dotted keys to non-empty lists")
-    configs = []
-    for values in itertools.product(*sweep.values()):
-        point = copy.deepcopy(raw)
-        parts = []
-        for key, value in zip(sweep, values, strict=True):
-            keys = [k.strip() for k in key.split(",")]
-            # "a.x,a.y": [[x1, y1], [x2, y2]] sweeps the keys together
-            if len(keys) > 1 and (not isinstance(value, list) or len(value) != len(keys)):
-                raise ValueError(f"invalid config {path}: sweep {key!r} needs lists of "
-                                     f"{len(keys)} values, got {value!r}")
-            for k, v in zip(keys, value if len(keys) > 1 else [value], strict=True):
-                _set_dotted(point, k, v)
-                shown = "+".join(map(str, v)) if isinstance(v, list) else v
-                parts.append(f"{k.rsplit('.', 1)[-1]}={shown}")
-        if parts:
-            point["name"] = f"{point.get('name', 'run')}/{','.join(parts)}"
-        try:
-            configs.append(RunConfig.model_validate(point))
-        except ValidationError as err:
-            raise ValueError(f"invalid config {path}:\n{err}") from None
-    return configs
-
-
-def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    for part in parts[:-1]:
-        node = tree.get(part)
-        if node is None:
-            node = tree[part] = {}
-        if not isinstance(node, dict):
-            raise TypeError(f"override {key!r}: {part!r} is not a mapping")
-        tree = node
-    tree[parts[-1]] = value
-
-
-def load_data(spec: DataSpec) -> CrossDomainData:
-    """Read the dataset a config names, with its options applied."""
-    from cdrec.data import readers
-    from cdrec.data.catalog import sample_path
-    from cdrec.data.transforms import k_core
-
-    path: Path | None = None
-    if spec.path is not None:
-        path = sample_path(spec.path.split(":", 1)[1]) if spec.path.startswith("sample:") \
-            else Path(spec.path)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"data path {path} does not exist (relative paths are read from the current "
-                f"directory, {Path.cwd()}); override it with data.path=DIR")
-    files = spec.files or {}
-    if spec.format == "douban":
-        _require(path, spec.format)
-        data = readers.read_douban(path, domains=tuple(spec.domains or ("book", "music")),
-                                   rating_scale=spec.rating_scale)
-    elif spec.format == "amazon_implicit":
-        _require(path, spec.format)
-        if not spec.domains or len(spec.domains) != 2:
-            raise ValueError("amazon_implicit needs domains: [a, b] naming the pair folder a_b")
-        data = readers.read_amazon_implicit_pair(path, spec.domains[0], spec.domains[1])
-    elif spec.format == "table":
-        source = {k: _under(path, v) for k, v in files.items()} if files else path
-        data = readers.read_table(source, rating_scale=spec.rating_scale,
-                                  **(spec.columns or {}))
-    elif spec.format == "amazon_ratings":
-        data = readers.read_amazon_ratings_csv({k: _under(path, v) for k, v in files.items()})
-    else:
-        data = readers.read_amazon_json({k: _under(path, v) for k, v in files.items()})
-    if spec.k_core:
-        data = k_core(data, spec.k_core)
-    return data
-
-
-def _require(path: Path | None, fmt: str) -> None:
-    if path is None:
-        raise ValueError(f"data format {fmt!r} needs data.path")
-
-
-def _under(root: Path | None, name: str) -> Path:
-    return root / name if root is not None else Path(name)
-
-
-def build_scenario(spec: ScenarioSpec):
-    from cdrec.scenarios import SCENARIOS
-
-    cls = SCENARIOS[spec.kind]
-    try:
-        return cls(**spec.params)
-    except TypeError as err:
-        raise ValueError(f"scenario {spec.kind!r}: {err}") from None
 
 
 def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
@@ -228,7 +44,7 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
     data = load_data(config.data)
-    scenario = build_scenario(config.scenario)
+    scenario = config.scenario.build()
     seed_dir = out / "seeds"
     seed_dir.mkdir(exist_ok=True)
     records: list[dict[str, Any]] = []
@@ -240,8 +56,8 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         split_info[seed] = split.info
         cache = BaseCache()  # models over the same base pretrain it once per split
         for label in labels:
-            record_path = seed_dir / f"{_safe(label)}_seed{seed}.json"
-            users_path = seed_dir / f"{_safe(label)}_seed{seed}.parquet"
+            record_path = seed_dir / f"{safe_name(label)}_seed{seed}.json"
+            users_path = seed_dir / f"{safe_name(label)}_seed{seed}.parquet"
             stamp = fingerprint(config, resolved["models"][label], seed)
             saved = json.loads(record_path.read_text()) if resume and record_path.exists() \
                 else None
@@ -287,20 +103,11 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     return {"results": results, "significance": signif, "table": table, "dir": str(out)}
 
 
-def fingerprint(config: RunConfig, model_params: dict[str, Any], seed: int | list[int]) -> str:
-    """Hash of what one (model, seed) result depends on: data, scenario, the model's resolved
-    hyper-parameters and the seed (not the device, progress bars or the other models)."""
-    what = {"data": config.data.model_dump(mode="json"),
-            "scenario": config.scenario.model_dump(mode="json"),
-            "model": model_params, "seed": seed}
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def _checkpoints(out: Path, label: str, seed: int) -> Path:
-    return out / "checkpoints" / _safe(label) / f"seed{seed}"
+    return out / "checkpoints" / safe_name(label) / f"seed{seed}"
 
 
-def _fit_one(config: RunConfig, label: str, seed: int, split: Split, device, out: Path,
+def _fit_one(config: RunConfig, label: str, seed: int, split: Split, device: torch.device, out: Path,
              resume: bool, cache: BaseCache | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     name, params = config.model_params(label)
     seed_everything(seed)
@@ -354,7 +161,3 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
 def main_metrics(users: pd.DataFrame) -> list[str]:
     return [c for c in users.columns
             if c not in ("model", "seed", "domain", "user", "user_id", "n")]
-
-
-def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)

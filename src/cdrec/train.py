@@ -19,8 +19,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cdrec.filenames import safe_name
+
 EpochData = Callable[[torch.Generator], Sequence[torch.Tensor]]
 LossFn = Callable[[Sequence[torch.Tensor]], torch.Tensor]
+# ``validate()`` -> (value of the validation metric, its name, whether higher is better)
+Validate = Callable[[], tuple[float, str, bool]]
 
 
 def seed_everything(seed: int) -> None:
@@ -200,5 +204,4 @@ def _checkpoint_path(context: FitContext, stage: str) -> Path | None:
     if context.checkpoint_dir is None:
         return None
     context.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stage)
-    return context.checkpoint_dir / f"{safe}.pt"
+    return context.checkpoint_dir / f"{safe_name(stage)}.pt"

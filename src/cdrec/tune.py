@@ -27,35 +27,14 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
-from cdrec.models.base import build_model
-from cdrec.models.bases import BaseCache
+from cdrec.config import RunConfig, fingerprint, load_data, set_dotted
+from cdrec.filenames import safe_name
+from cdrec.models import build_model
+from cdrec.models.bases.cache import BaseCache
+from cdrec.search_space import Range, SearchSpace
 from cdrec.train import FitContext, resolve_device, seed_everything
-
-
-class Range(BaseModel):
-    """``low``..``high``; integers when both bounds are integers (``step`` optional)."""
-
-    model_config = ConfigDict(extra="forbid")
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = Field(None, gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Range:
-        if not self.low < self.high:
-            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        return self
-
-    def is_int(self) -> bool:
-        return all(float(v).is_integer() for v in (self.low, self.high, self.step or 1))
-
-
-SearchSpace = dict[str, Range | list[Any]]
 
 
 def suggest(trial, space: SearchSpace) -> dict[str, Any]:
@@ -75,11 +54,10 @@ def suggest(trial, space: SearchSpace) -> dict[str, Any]:
 
 def with_point(params: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
     """``params`` with the dotted keys of ``point`` set (a deep copy)."""
-    from cdrec.runner import _set_dotted
 
     params = copy.deepcopy(params)
     for key, value in point.items():
-        _set_dotted(params, key, value)
+        set_dotted(params, key, value)
     return params
 
 
@@ -111,7 +89,7 @@ def sampler(space: SearchSpace, seed: int):
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def tune(config, label: str, *, trials: int, seeds: list[int] | None = None,
+def tune(config: RunConfig, label: str, *, trials: int, seeds: list[int] | None = None,
          sampler_seed: int = 0) -> dict[str, Any]:
     """Search ``config.tune[label]`` on validation users; return the best point and files.
 
@@ -120,8 +98,6 @@ def tune(config, label: str, *, trials: int, seeds: list[int] | None = None,
     towards ``trials``.
     """
     import optuna
-
-    from cdrec.runner import _safe, build_scenario, fingerprint, load_data
 
     if label not in config.models:
         raise ValueError(f"model {label!r} is not in the config; models: "
@@ -136,7 +112,7 @@ def tune(config, label: str, *, trials: int, seeds: list[int] | None = None,
     seeds = seeds or config.seeds[:1]
     device = resolve_device(config.device)
     data = load_data(config.data)
-    scenario = build_scenario(config.scenario)
+    scenario = config.scenario.build()
     splits = {seed: scenario.split(data, seed) for seed in seeds}
     # Trials that leave the base settings alone reuse the bases pretrained by the first.
     caches = {seed: BaseCache() for seed in seeds}
@@ -145,7 +121,7 @@ def tune(config, label: str, *, trials: int, seeds: list[int] | None = None,
         raise ValueError(f"scenario {config.scenario.kind!r} has no validation users to tune on")
     metric, maximize = validation.main_metric, validation.higher_is_better
 
-    out = Path(config.output_dir) / config.name / "tune" / _safe(label)
+    out = Path(config.output_dir) / config.name / "tune" / safe_name(label)
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(

@@ -1,63 +1,34 @@
-"""Every method, registered by name on import (see ``cdrec.models.base``).
+"""Every method, registered by name when its family package is imported.
 
-Bases (single-domain embedding models, ``cdrec.models.bases.BASES``) are imported first, so that
-the per-base variants of the transfer methods (``EMCDR_<base>``, ...) exist for each of them.
+Families follow the inheritance tree: ``floors`` (non-personalised), ``bases`` (single-domain
+embedding bases and their recommenders), ``coldstart`` (transfer to cold-start users),
+``joint`` (domains trained together), ``multitarget`` and ``adaptation``. ``bases`` comes first
+so that the per-base variants of the transfer methods exist for every base.
 """
 
-from cdrec.models import (  # noqa: F401  (bases first: MF, BPR, CML, DNN, GMF, ListRankMF)
-           cml,
-           dnn,
-           gmf,
-           listrank,
-           mf,
-)
-from cdrec.models.base import (
-           Recommender,
-           available_models,
-           build_model,
-           register,
-           register_variants,
-)
-from cdrec.models.baselines import GlobalMean, ItemMean, Popularity
-from cdrec.models.bases import BASES
-from cdrec.models.cmf import CMF
-from cdrec.models.cml import CML
-from cdrec.models.cst import CST
-from cdrec.models.dcdcsr import DCDCSR
-from cdrec.models.dnn import DNN
-from cdrec.models.emcdr import EMCDR
-from cdrec.models.gmf import GMF
-from cdrec.models.listrank import ListRankMF
-from cdrec.models.mf import BPR, MF, TGT
-from cdrec.models.ptupcdr import PTUPCDR
-from cdrec.models.sscdr import SSCDR
-from cdrec.models.tmcdr import TMCDR
+from cdrec.models import adaptation, bases, coldstart, floors, joint, multitarget  # noqa: F401
+from cdrec.models.bases import BPR, CML, DNN, GMF, MF, TGT, ListRankMF
+from cdrec.models.coldstart import CST, DCDCSR, EMCDR, PTUPCDR, SSCDR, TMCDR
+from cdrec.models.floors import GlobalMean, ItemMean, Popularity
+from cdrec.models.joint import CMF
+from cdrec.models.recommender import ModelConfig, Recommender
+from cdrec.models.registry import register, register_variants, registered
 
-register_variants(EMCDR, "EMCDR", sorted(BASES))
-register_variants(EMCDR, "EMCDR_ori", sorted(BASES), {"overlap_only": True})
-register_variants(TMCDR, "TMCDR", sorted(BASES))
-register_variants(PTUPCDR, "PTUPCDR", sorted(BASES))
 
-__all__ = [
-           "BPR",
-           "CMF",
-           "CML",
-           "CST",
-           "DCDCSR",
-           "DNN",
-           "EMCDR",
-           "GMF",
-           "MF",
-           "PTUPCDR",
-           "SSCDR",
-           "TGT",
-           "TMCDR",
-           "GlobalMean",
-           "ItemMean",
-           "ListRankMF",
-           "Popularity",
-           "Recommender",
-           "available_models",
-           "build_model",
-           "register",
-]
+def available_models() -> dict[str, type[Recommender]]:
+    """Name -> class of every registered model, sorted by name."""
+    return registered()
+
+
+def build_model(name: str, **params: object) -> Recommender:
+    """The model registered as ``name`` with hyper-parameters ``params`` (validated: an unknown
+    key or a bad value is an error)."""
+    models = available_models()
+    if name not in models:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(models)}")
+    return models[name](**params)
+
+
+__all__ = ["BPR", "CMF", "CML", "CST", "DCDCSR", "DNN", "EMCDR", "GMF", "MF", "PTUPCDR", "SSCDR",
+           "TGT", "TMCDR", "GlobalMean", "ItemMean", "ListRankMF", "ModelConfig", "Popularity",
+           "Recommender", "available_models", "build_model", "register", "register_variants"]

@@ -1,11 +1,16 @@
-"""Evaluation protocols: each builds a ``Split`` (train view + held-out evaluators) from data."""
+"""Evaluation protocols, registered by name on import: each builds a ``Split`` (train view +
+held-out evaluators) from data and a seed (see ``cdrec.scenarios.registry``)."""
 
-from cdrec.scenarios.base import Split, TrainView
 from cdrec.scenarios.coldstart import ColdStartUsers
-from cdrec.scenarios.dualtarget import KFoldRating
-from cdrec.scenarios.multitarget import LeaveOneOut
+from cdrec.scenarios.kfold_rating import KFoldRating
+from cdrec.scenarios.leave_one_out import LeaveOneOut
+from cdrec.scenarios.registry import (
+    Scenario,
+    build_scenario,
+    register_scenario,
+    scenario_class,
+    scenario_names,
+)
 
-SCENARIOS: dict[str, type] = {"coldstart": ColdStartUsers, "leave_one_out": LeaveOneOut,
-                               "kfold_rating": KFoldRating}
-
-__all__ = ["SCENARIOS", "ColdStartUsers", "KFoldRating", "LeaveOneOut", "Split", "TrainView"]
+__all__ = ["ColdStartUsers", "KFoldRating", "LeaveOneOut", "Scenario", "build_scenario",
+           "register_scenario", "scenario_class", "scenario_names"]

@@ -15,17 +15,22 @@ positive (TMCDR samples 4), reporting AUC and NDCG@10.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
+from pydantic import StrictInt
 
 from cdrec.data.dataset import CrossDomainData, Interactions
 from cdrec.data.sampling import observed_keys
 from cdrec.data.schema import DataError
 from cdrec.data.transforms import binarize
 from cdrec.evaluation import RankingEvaluator, RatingEvaluator, candidate_lists
-from cdrec.scenarios.base import Split, TrainView, check_fraction, permute
+from cdrec.scenarios.common import check_fraction, permute
+from cdrec.scenarios.registry import register_scenario
+from cdrec.split import Split, TrainView
 
 
+@register_scenario
 @dataclass(frozen=True)
 class ColdStartUsers:
     """Source -> target transfer to cold-start users (see module docstring)."""
@@ -35,11 +40,11 @@ class ColdStartUsers:
     test_fraction: float = 0.2
     validation_fraction: float = 0.1
     implicit: bool = False
-    n_neg: int = 4
+    n_neg: StrictInt = 4
     binarize_threshold: float | None = None
-    k: int = 10
+    k: StrictInt = 10
 
-    name = "coldstart"
+    name: ClassVar[str] = "coldstart"
 
     def __post_init__(self) -> None:
         check_fraction("test_fraction", self.test_fraction)

@@ -52,11 +52,12 @@ from pydantic import Field
 from torch import nn
 
 from cdrec.data.sampling import observed_keys, sample_negatives
-from cdrec.models import cml  # noqa: F401  (registers the CML base, SSCDR's default)
-from cdrec.models.base import register, validator
-from cdrec.models.bases import EmbeddingBase, base_class
-from cdrec.models.emcdr import TransferConfig, TransferMethod, mapping_network
-from cdrec.scenarios.base import Evaluator, TrainView
+from cdrec.models.bases.interface import EmbeddingBase
+from cdrec.models.bases.registry import base_class
+from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod, mapping_network
+from cdrec.models.recommender import validator
+from cdrec.models.registry import register
+from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext, train_loop
 
 

@@ -25,8 +25,10 @@ import torch
 from pydantic import Field, PositiveInt
 from torch import nn
 
-from cdrec.models.base import register
-from cdrec.models.bases import BaseConfig, FactorBase, SingleDomain, register_base
+from cdrec.models.bases.interface import BaseConfig, FactorBase
+from cdrec.models.bases.registry import register_base
+from cdrec.models.bases.single_domain import SingleDomain
+from cdrec.models.registry import register
 from cdrec.nn import MLP
 
 

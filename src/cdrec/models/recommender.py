@@ -1,4 +1,5 @@
-"""The ``Recommender`` interface every method implements, and the registry that names them.
+"""The ``Recommender`` interface every method implements (the registry that names them is
+``cdrec.models.registry``).
 
 Style: a constructor stores validated hyper-parameters (a pydantic model whose defaults are the
 paper's), ``fit`` learns and leaves learned state on the module, ``predict`` scores
@@ -7,14 +8,15 @@ paper's), ``fit`` learns and leaves learned state on the module, ``predict`` sco
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar, Self, TypeVar
+from typing import ClassVar, Self
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from cdrec.scenarios.base import Evaluator, TrainView
+from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext
 
 
@@ -24,7 +26,7 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Recommender(nn.Module):
+class Recommender(nn.Module, ABC):
     """Base class: subclasses set ``Config`` and ``supports`` and implement ``_fit``/``predict``."""
 
     Config: ClassVar[type[ModelConfig]] = ModelConfig
@@ -55,13 +57,13 @@ class Recommender(nn.Module):
         self.eval()
         return self
 
+    @abstractmethod
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
-        raise NotImplementedError  # abstract: each model implements its own fitting
+        """Each model's own fitting (stages run with ``cdrec.train``)."""
 
-    @torch.no_grad()
+    @abstractmethod
     def predict(self, domain: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Predicted rating (explicit) or score (implicit) for each (user, item) pair."""
-        raise NotImplementedError  # abstract
 
     def check_fitted(self) -> None:
         if not (self.fitted_ or self._fitting):
@@ -92,52 +94,4 @@ def validator(model: Recommender, evaluator: Evaluator | None
 def validation_for(evaluator: Evaluator | None, domain: str) -> Evaluator | None:
     """The part of ``evaluator`` that judges ``domain`` alone: itself if it is that domain's,
     that domain's part of a multi-domain evaluator, else ``None``."""
-    if evaluator is None:
-        return None
-    if getattr(evaluator, "domain", None) == domain:
-        return evaluator
-    for_domain = getattr(evaluator, "for_domain", None)
-    return for_domain(domain) if for_domain is not None else None
-
-
-_REGISTRY: dict[str, type[Recommender]] = {}
-R = TypeVar("R", bound=type[Recommender])
-
-
-def register(name: str):
-    """Class decorator: make a model buildable by name from configs and the CLI."""
-
-    def deco(cls: R) -> R:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"model name {name!r} is already registered by {_REGISTRY[name]}")
-        cls.registered_name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def register_variants(cls: type[Recommender], prefix: str, bases: list[str],
-                      defaults: dict[str, object] | None = None) -> None:
-    """Register ``<prefix>_<base>`` for each base: subclasses of ``cls`` whose ``base`` (and any
-    other ``defaults``) are preset, e.g. EMCDR_MF, EMCDR_BPR, TMCDR_CML."""
-    for base in bases:
-        preset = {**(defaults or {}), "base": base}
-        doc = f"{prefix} over the {base} base" + (f" ({defaults})" if defaults else "") + "."
-        sub = type(f"{cls.__name__}_{base}", (cls,), {
-            "variant_defaults": {**getattr(cls, "variant_defaults", {}), **preset},
-            "__doc__": doc, "__module__": cls.__module__})
-        register(f"{prefix}_{base}")(sub)
-
-
-def available_models() -> dict[str, type[Recommender]]:
-    import cdrec.models  # noqa: F401  (importing the package registers every model)
-
-    return dict(sorted(_REGISTRY.items()))
-
-
-def build_model(name: str, **params: object) -> Recommender:
-    models = available_models()
-    if name not in models:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(models)}")
-    return models[name](**params)
+    return evaluator.for_domain(domain) if evaluator is not None else None

@@ -31,9 +31,10 @@ from torch.func import functional_call, grad, vmap
 
 from cdrec.data.dataset import Interactions
 from cdrec.data.sampling import observed_keys, sample_negatives
-from cdrec.models.base import register, validator
-from cdrec.models.emcdr import TransferConfig, TransferMethod, mapping_network
-from cdrec.scenarios.base import Evaluator, TrainView
+from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod, mapping_network
+from cdrec.models.recommender import validator
+from cdrec.models.registry import register
+from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext, train_loop
 
 

@@ -11,10 +11,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from cdrec.models.base import Recommender, register, validator
-from cdrec.models.bases import epoch_batches, new_base, users_without_data
-from cdrec.models.mf import MFConfig
-from cdrec.scenarios.base import Evaluator, TrainView
+from cdrec.models.bases.batching import epoch_batches
+from cdrec.models.bases.mf import MFConfig
+from cdrec.models.bases.pretrain import new_base, users_without_data
+from cdrec.models.recommender import Recommender, validator
+from cdrec.models.registry import register
+from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext, train_loop
 
 

@@ -35,14 +35,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from cdrec.models.base import register
-from cdrec.models.bases import (
-    BaseConfig,
-    FactorBase,
-    SingleDomain,
-    register_base,
-    weighted_mean,
-)
+from cdrec.models.bases.interface import BaseConfig, FactorBase, weighted_mean
+from cdrec.models.bases.registry import register_base
+from cdrec.models.bases.single_domain import SingleDomain
+from cdrec.models.registry import register
 
 
 class ListRankMFConfig(BaseConfig):

@@ -30,56 +30,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
+from pydantic import StrictInt
 
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.data.sampling import observed_keys, pair_keys
 from cdrec.data.schema import DataError
 from cdrec.data.transforms import binarize
-from cdrec.evaluation import MultiDomainEvaluator, SampledRankingEvaluator
-from cdrec.scenarios.base import Evaluator, Split, TrainView
+from cdrec.evaluation import SampledRankingEvaluator
+from cdrec.scenarios.common import (
+    check_domains,
+    combine_evaluators,
+    drop_pairs,
+    evaluated_domains,
+    in_sorted,
+)
+from cdrec.scenarios.registry import register_scenario
+from cdrec.split import Evaluator, Split, TrainView
 
 REJECTION_ROUNDS = 30  # then the few rows still colliding are drawn exactly, densely
 DENSE_BUDGET = 1 << 24  # entries of the dense random-key block in that exact fallback
-
-
-def in_sorted(query: torch.Tensor, sorted_keys: torch.Tensor) -> torch.Tensor:
-    """``torch.isin(query, sorted_keys)`` for sorted ``sorted_keys``, by binary search (cheaper
-    than ``isin``'s sort of both arrays)."""
-    if sorted_keys.numel() == 0:
-        return torch.zeros(query.shape, dtype=torch.bool)
-    pos = torch.searchsorted(sorted_keys, query).clamp_max(sorted_keys.numel() - 1)
-    return sorted_keys[pos] == query
-
-
-def drop_pairs(inter: Interactions, held: Interactions, n_items: int) -> Interactions:
-    """The rows of ``inter`` whose (user, item) pair is not one of ``held``'s."""
-    held_keys = observed_keys(held.user, held.item, n_items)
-    return inter.select(~in_sorted(pair_keys(inter.user, inter.item, n_items), held_keys))
-
-
-def evaluated_domains(data: CrossDomainData, domains: Sequence[str] | None) -> list[str]:
-    """The domain names a multi-domain protocol evaluates (default: all), checked to exist."""
-    if domains is None:
-        return list(data.domains)
-    for name in domains:
-        data[name]  # raises a KeyError that names the available domains
-    return list(domains)
-
-
-def check_domains(domains: Sequence[str] | None) -> tuple[str, ...] | None:
-    """Constructor-time check of a ``domains`` parameter: non-empty, names, no repeats."""
-    if domains is None:
-        return None
-    if isinstance(domains, str):
-        raise TypeError(f"domains must be a list of domain names, got the string {domains!r}")
-    names = tuple(domains)
-    if not names:
-        raise ValueError("domains is empty: give at least one domain name, or null for all")
-    if len(set(names)) != len(names):
-        raise ValueError(f"domains repeats a name: {list(names)}")
-    return names
 
 
 def one_row_per_user(user: torch.Tensor, eligible: torch.Tensor, timestamp: torch.Tensor | None,
@@ -151,17 +123,18 @@ def _collisions(users: torch.Tensor, items: torch.Tensor, n_items: int,
     return hit | dup
 
 
+@register_scenario
 @dataclass(frozen=True)
 class LeaveOneOut:
     """Leave-one-out sampled ranking in every domain (see module docstring)."""
 
     domains: Sequence[str] | None = None
-    n_neg: int = 99
-    ks: Sequence[int] = (10, 20)
+    n_neg: StrictInt = 99
+    ks: Sequence[StrictInt] | StrictInt = (10, 20)
     validation: bool = True
     use_given_test: bool = True
 
-    name = "leave_one_out"
+    name: ClassVar[str] = "leave_one_out"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "domains", check_domains(self.domains))
@@ -255,10 +228,3 @@ class LeaveOneOut:
         negatives = sample_distinct_negatives(positives.user, n_items, self.n_neg, observed, gen)
         return SampledRankingEvaluator(name, positives.user, positives.item, negatives,
                                        ks=tuple(self.ks))
-
-
-def combine_evaluators(parts: dict[str, Evaluator]) -> Evaluator:
-    """One domain: its own evaluator (it has ``.domain``); several: their combination."""
-    if len(parts) == 1:
-        return next(iter(parts.values()))
-    return MultiDomainEvaluator(parts)

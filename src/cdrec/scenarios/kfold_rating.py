@@ -29,15 +29,23 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
+from pydantic import StrictInt
 
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.data.sampling import pair_keys
 from cdrec.data.schema import DataError
 from cdrec.evaluation import RatingTopKEvaluator
-from cdrec.scenarios.base import Evaluator, Split, TrainView, check_fraction
-from cdrec.scenarios.multitarget import check_domains, combine_evaluators, evaluated_domains
+from cdrec.scenarios.common import (
+    check_domains,
+    check_fraction,
+    combine_evaluators,
+    evaluated_domains,
+)
+from cdrec.scenarios.registry import register_scenario
+from cdrec.split import Evaluator, Split, TrainView
 
 
 def _domain_seed(seed: int, name: str) -> int:
@@ -59,18 +67,19 @@ def pair_folds(inter: Interactions, n_items: int, k: int, seed: int
     return fold_of_pair[inverse], inverse
 
 
+@register_scenario
 @dataclass(frozen=True)
 class KFoldRating:
     """k-fold rating prediction in every domain at once (see module docstring)."""
 
     domains: Sequence[str] | None = None
-    k: int = 5
-    fold: int | None = None
+    k: StrictInt = 5
+    fold: StrictInt | None = None
     relevance_threshold: float = 4.0
-    top_k: int = 5
+    top_k: StrictInt = 5
     validation_fraction: float = 0.1
 
-    name = "kfold_rating"
+    name: ClassVar[str] = "kfold_rating"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "domains", check_domains(self.domains))

@@ -34,10 +34,13 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from cdrec.models.base import Recommender, register, validator
-from cdrec.models.bases import EmbeddingBase, epoch_batches, new_base, pretrain_base
-from cdrec.models.emcdr import TransferConfig, restrict_to_users
-from cdrec.scenarios.base import Evaluator, TrainView
+from cdrec.models.bases.batching import epoch_batches
+from cdrec.models.bases.interface import EmbeddingBase
+from cdrec.models.bases.pretrain import new_base, pretrain_base
+from cdrec.models.coldstart.transfer import TransferConfig, restrict_to_users
+from cdrec.models.recommender import Recommender, validator
+from cdrec.models.registry import register
+from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext, train_loop
 
 

@@ -38,11 +38,12 @@ import torch
 from pydantic import Field
 
 from cdrec.data.dataset import Interactions
-from cdrec.models.base import register, validator
-from cdrec.models.bases import EmbeddingBase
-from cdrec.models.emcdr import TransferConfig, TransferMethod
+from cdrec.models.bases.interface import EmbeddingBase
+from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod
+from cdrec.models.recommender import validator
+from cdrec.models.registry import register
 from cdrec.nn import MLP
-from cdrec.scenarios.base import Evaluator, TrainView
+from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext, train_loop
 
 

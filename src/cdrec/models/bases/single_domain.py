@@ -1,0 +1,73 @@
+"""Single-domain recommenders over a base (MF, BPR, CML, ...): no transfer between domains."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from cdrec.data.dataset import Interactions
+from cdrec.models.bases.pretrain import new_base, pretrain_base
+from cdrec.models.bases.registry import BASES
+from cdrec.models.recommender import Recommender, validation_for, validator
+from cdrec.models.registry import LABELLED_SCENARIOS
+from cdrec.split import Evaluator, TrainView
+from cdrec.train import FitContext
+
+
+def merged_target_view(train: TrainView) -> TrainView:
+    """The cold-start train view as ONE domain: target items first (their indices unchanged),
+    then the source items, with one user table; TMCDR's single-domain baselines "consider both
+    source and target domains as a single domain" (TMCDR Sec. 3.1, Baselines)."""
+    source, target = train.data[train.source], train.data[train.target]
+    src = source.interactions
+    shifted = Interactions(src.user, src.item + target.n_items, src.rating, src.timestamp)
+    merged = target.with_interactions(target.interactions.concat(shifted))
+    merged = replace(merged, item_ids=np.concatenate([target.item_ids.astype(object),
+                                                      source.item_ids.astype(object)]))
+    return TrainView(train.data.replace_domains({train.target: merged}), train.scenario,
+                     None, train.target, train.implicit)
+
+
+class SingleDomain(Recommender):
+    """A base trained on each domain separately, no transfer.
+
+    In the cold-start scenario the source and target are merged into one domain (see
+    :func:`merged_target_view`), as TMCDR's single-domain baselines are, so a cold user's
+    embedding is learned from their source interactions; TGT (``merge_in_coldstart = False``)
+    trains on the target alone, the floor.
+    """
+
+    base_name: ClassVar[str] = ""
+    merge_in_coldstart: ClassVar[bool] = True
+    supports = LABELLED_SCENARIOS
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.base_name:
+            cls.Config = BASES[cls.base_name].Config
+
+    def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
+        domains = train.domains
+        if train.scenario == "coldstart":
+            domains = [train.target]  # the source is never evaluated
+            if self.merge_in_coldstart:
+                train = merged_target_view(train)
+        self.models = nn.ModuleDict()
+        for domain in domains:
+            # Registered before training so validation can call predict on it.
+            self.models[domain] = new_base(train, domain, self.base_name, self.config, context)
+            pretrain_base(train, domain, self.base_name, self.config, context,
+                          base=self.models[domain],
+                          validate=validator(self, validation_for(validation, domain)))
+
+    @torch.no_grad()
+    def predict(self, domain: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        self.check_fitted()
+        if domain not in self.models:
+            raise KeyError(f"{type(self).__name__} was fitted on {list(self.models)}, "
+                           f"not {domain!r}")
+        return self.models[domain](users, items)

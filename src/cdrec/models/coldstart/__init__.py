@@ -1,0 +1,25 @@
+"""Cold-start transfer methods: pretrained per-domain bases (``cdrec.models.bases``) plus a stage
+that gives a user without target history a target state from their source one.
+
+``transfer`` holds the family base (``TransferMethod``); then one module per method. Importing
+this package registers every method and its per-base variants (``EMCDR_<base>``, ...), one per
+registered base.
+"""
+
+from cdrec.models.bases import BASES
+from cdrec.models.coldstart.cst import CST
+from cdrec.models.coldstart.dcdcsr import DCDCSR
+from cdrec.models.coldstart.emcdr import EMCDR
+from cdrec.models.coldstart.ptupcdr import PTUPCDR
+from cdrec.models.coldstart.sscdr import SSCDR
+from cdrec.models.coldstart.tmcdr import TMCDR
+from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod
+from cdrec.models.registry import register_variants
+
+register_variants(EMCDR, "EMCDR", sorted(BASES))
+register_variants(EMCDR, "EMCDR_ori", sorted(BASES), {"overlap_only": True})
+register_variants(TMCDR, "TMCDR", sorted(BASES))
+register_variants(PTUPCDR, "PTUPCDR", sorted(BASES))
+
+__all__ = ["CST", "DCDCSR", "EMCDR", "PTUPCDR", "SSCDR", "TMCDR", "TransferConfig",
+           "TransferMethod"]

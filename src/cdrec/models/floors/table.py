@@ -1,0 +1,37 @@
+"""The common shape of the floors: one score table per domain, looked up per item."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import torch
+
+from cdrec.models.recommender import Recommender
+from cdrec.models.registry import LABELLED_SCENARIOS
+from cdrec.split import Evaluator, TrainView
+from cdrec.train import FitContext
+
+
+class PerDomainTable(Recommender):
+    """Base for models whose prediction is a lookup in one score table per domain."""
+
+    supports = LABELLED_SCENARIOS
+
+    def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
+        self.domains_ = list(train.domains)
+        for name in self.domains_:
+            dom = train.data[name]
+            self.register_buffer(f"table_{name}", self._table(dom.interactions.item,
+                                                              dom.interactions.rating,
+                                                              dom.n_items).to(context.device))
+
+    @abstractmethod
+    def _table(self, items: torch.Tensor, ratings: torch.Tensor, n_items: int) -> torch.Tensor:
+        """The ``[n_items]`` score table of one domain from its training interactions."""
+
+    @torch.no_grad()
+    def predict(self, domain: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        self.check_fitted()
+        if domain not in self.domains_:
+            raise KeyError(f"{type(self).__name__} was fitted on {self.domains_}, not {domain!r}")
+        return getattr(self, f"table_{domain}")[items]
