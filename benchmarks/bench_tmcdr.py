@@ -44,7 +44,7 @@ def main() -> None:
         # patience > epochs: every epoch runs, so the timing covers a fixed amount of work
         build_model(f"TMCDR_{args.base}", base_config={"epochs": 2}, epochs=args.epochs,
                     patience=args.epochs + 1, group_size=args.group_size,
-                    tasks_per_batch=args.tasks_per_batch, first_order=first_order).fit(
+                    batch_size=args.tasks_per_batch, first_order=first_order).fit(
             split.train, split.validation, ctx)
         seconds = [h["seconds"] for h in ctx.history if h["stage"] == "meta"]
         rate = n_tasks / statistics.median(seconds)

@@ -7,7 +7,15 @@ import torch
 
 from cdrec.models import build_model
 from cdrec.scenarios.coldstart import ColdStartUsers
-from cdrec.train import FitContext, resolve_device, train_loop
+from cdrec.train import (
+    FitContext,
+    OptimizerStep,
+    Update,
+    adam_step,
+    resolve_device,
+    run_schedule,
+    train_loop,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +59,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
             return (net(bx) - by).pow(2).mean()
 
         ctx = FitContext(seed=5, progress=False, checkpoint_dir=ckpt, resume=True)
-        train_loop(net, loss_fn, lambda g: [x, y], context=ctx, stage="reg", epochs=6,
-                   batch_size=64, lr=0.01)
+        train_loop(net, adam_step(net.parameters(), loss_fn, lr=0.01), lambda g: [x, y],
+                   context=ctx, stage="reg", epochs=6, batch_size=64)
         return net.weight.detach().clone(), ctx
 
     straight, _ = run(tmp_path / "a")
@@ -74,9 +82,9 @@ def test_early_stopping_restores_the_best_epoch():
         return next(values), "RMSE", False
 
     ctx = FitContext(progress=False)
-    result = train_loop(net, lambda b: (net(b[0]) - b[1]).pow(2).mean(), lambda g: [x, y],
-                        context=ctx, stage="s", epochs=7, batch_size=64, lr=0.01,
-                        validate=validate, patience=3)
+    step = adam_step(net.parameters(), lambda b: (net(b[0]) - b[1]).pow(2).mean(), lr=0.01)
+    result = train_loop(net, step, lambda g: [x, y], context=ctx, stage="s", epochs=7,
+                        batch_size=64, validate=validate, patience=3)
     assert (result.best_epoch, result.epochs_run, result.best_value) == (2, 5, 3.0)
     assert torch.equal(net.weight, snapshots[1])
 
@@ -93,5 +101,142 @@ def test_cuda_is_never_a_silent_fallback():
 def test_bad_loop_settings_are_refused():
     net = torch.nn.Linear(1, 1)
     with pytest.raises(ValueError, match="epochs must be >= 1"):
-        train_loop(net, lambda b: b[0].sum(), lambda g: [torch.ones(2, 1)],
-                   context=FitContext(progress=False), stage="s", epochs=0, batch_size=1, lr=0.1)
+        train_loop(net, adam_step(net.parameters(), lambda b: b[0].sum(), lr=0.1),
+                   lambda g: [torch.ones(2, 1)], context=FitContext(progress=False), stage="s",
+                   epochs=0, batch_size=1)
+
+
+class _Interrupt(Exception):
+    """Raised by a test's loss to stop a fit mid-epoch, as a crash or Ctrl-C would."""
+
+
+def _adversarial_fit(ckpt, fail_after=None):
+    """Two modules, two Adam optimisers stepping in turn on every batch (a GAN's shape): a
+    critic d learns to score real rows above generated ones, a generator g learns to fool it.
+    The generator's noise is drawn from torch's global RNG, so resuming needs that state too."""
+    x, _ = _regression_problem()
+    torch.manual_seed(0)
+    g, d = torch.nn.Linear(4, 8), torch.nn.Linear(8, 1)
+    pair = torch.nn.ModuleDict({"g": g, "d": d})
+    calls = {"n": 0}
+
+    def fake(n):
+        return g(torch.randn(n, 4))
+
+    def critic_loss(batch):
+        calls["n"] += 1
+        if fail_after is not None and calls["n"] > fail_after:
+            raise _Interrupt
+        (real,) = batch
+        return (torch.nn.functional.softplus(-d(real))
+                + torch.nn.functional.softplus(d(fake(len(real)).detach()))).mean()
+
+    def generator_loss(batch):
+        return torch.nn.functional.softplus(-d(fake(len(batch[0])))).mean()
+
+    step = OptimizerStep([
+        Update(torch.optim.Adam(d.parameters(), lr=0.01), critic_loss, name="critic"),
+        Update(torch.optim.Adam(g.parameters(), lr=0.01), generator_loss, name="generator")])
+    ctx = FitContext(seed=3, progress=False, checkpoint_dir=ckpt, resume=True)
+    train_loop(pair, step, lambda gen: [x], context=ctx, stage="gan", epochs=5, batch_size=64)
+    return pair, step, ctx
+
+
+def test_two_optimisers_step_in_turn_and_resume_to_the_same_numbers(tmp_path):
+    straight, step, ctx = _adversarial_fit(tmp_path / "a")
+    batches = 5 * 8  # 512 rows in batches of 64
+    for update in step.updates:  # each optimiser stepped once per batch
+        states = update.optimizer.state_dict()["state"].values()
+        assert all(int(s["step"]) == batches for s in states)
+    record = ctx.history[-1]
+    assert record["train_loss"] == pytest.approx(record["train_critic"]
+                                                 + record["train_generator"])
+    with pytest.raises(_Interrupt):
+        _adversarial_fit(tmp_path / "b", fail_after=8 * 2 + 3)  # dies in epoch 3
+    resumed, resumed_step, _ = _adversarial_fit(tmp_path / "b")
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    for a, b in zip(step.updates, resumed_step.updates, strict=True):  # Adam moments too
+        for sa, sb in zip(a.optimizer.state_dict()["state"].values(),
+                          b.optimizer.state_dict()["state"].values(), strict=True):
+            assert torch.equal(sa["exp_avg"], sb["exp_avg"])
+
+
+def test_a_finished_stage_reloaded_leaves_torch_rng_where_training_left_it(tmp_path):
+    """Code after a stage (a mapping's nn.Linear init, dropout) draws from torch's global RNG;
+    a resumed fit that reloads the finished stage must draw the same numbers."""
+    x, y = _regression_problem()
+
+    def fit():
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
+        ctx = FitContext(seed=1, progress=False, checkpoint_dir=tmp_path, resume=True)
+        step = adam_step(net.parameters(), lambda b: (net(b[0]) - b[1]).pow(2).mean(), lr=0.01)
+        train_loop(net, step, lambda g: [x, y], context=ctx, stage="s", epochs=2, batch_size=64)
+        return torch.rand(3)
+
+    first, again = fit(), fit()  # the second reloads the finished stage from its checkpoint
+    assert torch.equal(first, again)
+
+
+def _dual_fit(ckpt, fail_after=None, rounds=4, tol=None):
+    """Two halves of a model trained alternately, stage by stage (a dual loop)."""
+    x, y = _regression_problem()
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(8, 1), torch.nn.Linear(8, 1)
+    both = torch.nn.ModuleDict({"a": a, "b": b})
+    ctx = FitContext(seed=2, progress=False, checkpoint_dir=ckpt, resume=True)
+    calls = {"n": 0}
+
+    def loss(batch):
+        calls["n"] += 1
+        if fail_after is not None and calls["n"] > fail_after:
+            raise _Interrupt
+        return ((a(batch[0]) + b(batch[0])) - batch[1]).pow(2).mean()
+
+    def stage_of(half):
+        def run(name):
+            step = adam_step(half.parameters(), loss, lr=0.02)
+            return train_loop(both, step, lambda g: [x, y], context=ctx, stage=name, epochs=2,
+                              batch_size=128)
+        return run
+
+    losses = []
+
+    def converged(results):
+        with torch.no_grad():
+            losses.append(float(((a(x) + b(x)) - y).pow(2).mean()))
+        return tol is not None and len(losses) > 1 and losses[-2] - losses[-1] < tol
+
+    results = run_schedule([("a", stage_of(a)), ("b", stage_of(b))], rounds=rounds,
+                           converged=converged)
+    return both, results, losses
+
+
+def test_a_stage_schedule_alternates_stops_at_tolerance_and_resumes(tmp_path):
+    straight, results, losses = _dual_fit(tmp_path / "a")
+    assert [r.stage for r in results] == ["a@1", "b@1", "a@2", "b@2", "a@3", "b@3", "a@4", "b@4"]
+    assert losses == sorted(losses, reverse=True)  # each round lowers the joint loss
+    with pytest.raises(_Interrupt):
+        _dual_fit(tmp_path / "b", fail_after=4 * 2 * 3 + 5)  # dies in round 2's stage b
+    resumed, _, resumed_losses = _dual_fit(tmp_path / "b")
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert resumed_losses == losses
+    # A tolerance larger than any round's gain stops after the second round.
+    _, early, _ = _dual_fit(tmp_path / "c", tol=1e9)
+    assert [r.stage for r in early] == ["a@1", "b@1", "a@2", "b@2"]
+
+
+def test_a_non_finite_loss_names_the_update_stage_and_epoch():
+    net = torch.nn.Linear(1, 1)
+    step = OptimizerStep([Update(torch.optim.Adam(net.parameters()),
+                                 lambda b: net(b[0]).sum() * float("nan"), name="critic")])
+    with pytest.raises(FloatingPointError, match=r"m s: critic became nan at epoch 1"):
+        train_loop(net, step, lambda g: [torch.ones(4, 1)],
+                   context=FitContext(progress=False, label="m"), stage="s", epochs=2,
+                   batch_size=2)
+    with pytest.raises(ValueError, match="names must differ"):
+        OptimizerStep([Update(torch.optim.Adam(net.parameters()), lambda b: b[0].sum())] * 2)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        adam_step([], lambda b: b[0].sum(), lr=0.1)

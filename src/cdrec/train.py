@@ -1,8 +1,23 @@
-"""The one training loop every method uses: a method supplies its loss, not its own loop.
+"""The one training loop every method uses: a method supplies its step, not its own loop.
 
-Features: seeded shuffling (same seed, same numbers), large-batch slicing of tensors already on the
-device, a progress bar, early stopping on a validation evaluator with the best state restored,
-per-epoch history for training-curve plots, and checkpoint/resume per training stage.
+A *stage* is ``train_loop(module, step, epoch_data, ...)``: each epoch draws its tensors
+(``epoch_data(generator)``, so negatives can be re-sampled), shuffles them with the context's
+seeded generator and hands minibatches to ``step``. A step performs the updates of one batch and
+returns its losses by name:
+
+* :class:`OptimizerStep` with one :class:`Update` is the common case (one Adam optimiser on one
+  loss; :func:`adam_step` builds it);
+* several ``Update``s step in turn on every batch (an adversarial method's discriminator, then
+  its generator, each with its own optimiser);
+* any object with ``__call__``, ``state_dict`` and ``load_state_dict`` is a step too (a
+  federated round that aggregates device updates).
+
+Around every step the loop keeps: early stopping on a validation callback with the best state
+restored, a progress bar, per-epoch history (one ``train_<name>`` column per loss), and a
+checkpoint per stage and epoch holding the module, every optimiser of the step and every RNG
+state (the context generator, torch's global CPU generator, CUDA's), so an interrupted fit
+resumes to the same numbers. :func:`run_schedule` runs several stages in rounds (a dual loop
+that alternates stages until a tolerance), each round's stages checkpointed under their own names.
 """
 
 from __future__ import annotations
@@ -11,15 +26,19 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from cdrec.filenames import safe_name
+
+if TYPE_CHECKING:  # type-only: the cache lives with the bases, which import this module
+    from cdrec.models.bases.cache import BaseCache
 
 EpochData = Callable[[torch.Generator], Sequence[torch.Tensor]]
 LossFn = Callable[[Sequence[torch.Tensor]], torch.Tensor]
@@ -66,8 +85,8 @@ class FitContext:
     label: str = ""
     history: list[dict[str, float | int | str]] = field(default_factory=list)
     stages: list[StageResult] = field(default_factory=list)
-    # Pretrained bases shared by the fits of one split (``cdrec.models.bases.BaseCache``).
-    base_cache: object | None = None
+    # Pretrained bases shared by the fits of one split.
+    base_cache: BaseCache | None = None
     generator: torch.Generator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,38 +94,117 @@ class FitContext:
         self.generator = torch.Generator().manual_seed(self.seed)
 
 
+class Step(Protocol):
+    """The updates of one minibatch. Returns each loss of the batch (detached, 0-d) by name;
+    ``state_dict``/``load_state_dict`` carry every optimiser's state for checkpoints."""
+
+    def __call__(self, batch: Sequence[torch.Tensor]) -> Mapping[str, torch.Tensor]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Update:
+    """One optimiser stepping on one loss: ``loss(batch)``, backward, ``optimizer.step()``, then
+    ``after_step()`` under ``no_grad`` (e.g. a projection onto a constraint set)."""
+
+    optimizer: torch.optim.Optimizer
+    loss: LossFn
+    name: str = "loss"
+    after_step: Callable[[], None] | None = None
+
+
+class OptimizerStep:
+    """A step made of one or several :class:`Update`s, applied in order to every batch."""
+
+    def __init__(self, updates: Sequence[Update]) -> None:
+        if not updates:
+            raise ValueError("a step needs at least one update")
+        names = [u.name for u in updates]
+        if len(set(names)) != len(names):
+            raise ValueError(f"update names must differ, got {names}")
+        self.updates = list(updates)
+
+    def __call__(self, batch: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        losses = {}
+        for update in self.updates:
+            loss = update.loss(batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{update.name} became {loss.item()}")
+            update.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            update.optimizer.step()
+            if update.after_step is not None:
+                with torch.no_grad():
+                    update.after_step()
+            losses[update.name] = loss.detach()
+        return losses
+
+    def state_dict(self) -> dict[str, Any]:
+        return {u.name: u.optimizer.state_dict() for u in self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for update in self.updates:
+            update.optimizer.load_state_dict(state[update.name])
+
+
+def adam_step(parameters: Sequence[torch.nn.Parameter], loss: LossFn, *, lr: float,
+              weight_decay: float = 0.0, after_step: Callable[[], None] | None = None
+              ) -> OptimizerStep:
+    """The common step: Adam on ``parameters`` minimising ``loss``."""
+    params = list(parameters)
+    if not params:
+        raise ValueError("no trainable parameters to optimise")
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return OptimizerStep([Update(optimizer, loss, after_step=after_step)])
+
+
+def trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters of ``module`` that require gradients."""
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """torch's global RNG states that model code may draw from (init, dropout)."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
 def train_loop(
     module: torch.nn.Module,
-    loss_fn: LossFn,
+    step: Step,
     epoch_data: EpochData,
     *,
     context: FitContext,
     stage: str,
     epochs: int,
     batch_size: int,
-    lr: float,
-    weight_decay: float = 0.0,
-    validate: Callable[[], tuple[float, str, bool]] | None = None,
+    validate: Validate | None = None,
     patience: int = 5,
-    parameters: Sequence[torch.nn.Parameter] | None = None,
-    after_step: Callable[[], None] | None = None,
 ) -> StageResult:
-    """Train ``module`` with Adam on minibatches of the tensors ``epoch_data`` returns.
+    """Run one stage: ``epochs`` passes of ``step`` over minibatches of ``epoch_data``.
 
-    ``epoch_data(generator)`` is called once per epoch (so negatives can be re-sampled, vectorised)
-    and returns aligned tensors; they are shuffled with the context's generator and cut into
-    batches of ``batch_size`` rows, each passed to ``loss_fn``. ``validate()`` returns
-    ``(value, metric_name, higher_is_better)``; with it, training stops after ``patience`` epochs
-    without improvement and the best state is restored. ``after_step`` runs after each optimiser
-    step (e.g. projections onto a constraint set).
+    ``epoch_data(generator)`` is called once per epoch and returns aligned tensors; they are
+    shuffled with the context's generator and cut into batches of ``batch_size`` rows.
+    ``validate()`` returns ``(value, metric_name, higher_is_better)``; with it, training stops
+    after ``patience`` epochs without improvement and the best state of ``module`` is restored.
+    With ``context.checkpoint_dir`` the stage is checkpointed every epoch and, with
+    ``context.resume``, continues from its checkpoint (a finished stage is only reloaded).
     """
     if epochs < 1:
         raise ValueError(f"{stage}: epochs must be >= 1, got {epochs}")
     if batch_size < 1:
         raise ValueError(f"{stage}: batch_size must be >= 1, got {batch_size}")
-    params = list(parameters) if parameters is not None else [p for p in module.parameters()
-                                                               if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     device = context.device
     ckpt = _checkpoint_path(context, stage)
 
@@ -116,8 +214,9 @@ def train_loop(
     if ckpt is not None and context.resume and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
         module.load_state_dict(state["module"])
-        optimizer.load_state_dict(state["optimizer"])
-        context.generator.set_state(state["generator"])
+        step.load_state_dict(state["step"])
+        context.generator.set_state(state["generator"].cpu())
+        set_rng_state(state["rng"])
         start_epoch = state["epoch"] + 1
         best_value, best_epoch, bad_epochs = state["best_value"], state["best_epoch"], state["bad"]
         best_state, metric = state["best_state"], state["metric"]
@@ -125,6 +224,7 @@ def train_loop(
         if state["done"]:
             if best_state is not None:
                 module.load_state_dict(best_state)
+            module.eval()
             result = StageResult(stage, state["epoch"], best_epoch, best_value, metric)
             context.stages.append(result)
             return result
@@ -142,27 +242,26 @@ def train_loop(
         tensors = [t.to(device) for t in epoch_data(context.generator)]
         n = tensors[0].shape[0]
         order = torch.randperm(n, generator=context.generator).to(device)
-        total, count = 0.0, 0
+        totals: dict[str, float] = {}
+        count = 0
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            loss = loss_fn([t[idx] for t in tensors])
-            if not torch.isfinite(loss):
+            try:
+                losses = step([t[idx] for t in tensors])
+            except FloatingPointError as err:
                 raise FloatingPointError(
-                    f"{context.label} {stage}: loss became {loss.item()} at epoch {epoch}; "
-                    "lower the learning rate or raise the regularisation"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if after_step is not None:
-                with torch.no_grad():
-                    after_step()
-            total += loss.item() * idx.shape[0]
+                    f"{context.label} {stage}: {err} at epoch {epoch}; "
+                    "lower the learning rate or raise the regularisation") from None
+            for name, value in losses.items():
+                totals[name] = totals.get(name, 0.0) + value.item() * idx.shape[0]
             count += idx.shape[0]
+        means = {name: total / max(count, 1) for name, total in totals.items()}
         record: dict[str, float | int | str] = {
             "label": context.label, "stage": stage, "epoch": epoch,
-            "train_loss": total / max(count, 1), "seconds": time.perf_counter() - t0,
+            "train_loss": sum(means.values()), "seconds": time.perf_counter() - t0,
         }
+        if len(means) > 1:
+            record.update({f"train_{name}": value for name, value in means.items()})
         if validate is not None:
             module.eval()
             value, metric, higher = validate()
@@ -183,11 +282,11 @@ def train_loop(
         done = done or epoch == epochs
         if ckpt is not None:
             torch.save({
-                "module": module.state_dict(), "optimizer": optimizer.state_dict(),
-                "generator": context.generator.get_state(), "epoch": epoch,
-                "best_value": best_value, "best_epoch": best_epoch, "bad": bad_epochs,
-                "best_state": best_state, "metric": metric, "history": stage_history,
-                "done": done,
+                "module": module.state_dict(), "step": step.state_dict(),
+                "generator": context.generator.get_state(), "rng": rng_state(device),
+                "epoch": epoch, "best_value": best_value, "best_epoch": best_epoch,
+                "bad": bad_epochs, "best_state": best_state, "metric": metric,
+                "history": stage_history, "done": done,
             }, ckpt)
         if done:
             break
@@ -198,6 +297,33 @@ def train_loop(
     result = StageResult(stage, epoch, best_epoch, best_value, metric)
     context.stages.append(result)
     return result
+
+
+StageFn = Callable[[str], StageResult]
+
+
+def run_schedule(stages: Sequence[tuple[str, StageFn]], *, rounds: int,
+                 converged: Callable[[list[StageResult]], bool] | None = None
+                 ) -> list[StageResult]:
+    """Run named stages in order, for up to ``rounds`` rounds (a dual loop: train one side, then
+    the other, and again), stopping early once ``converged(results of the round)`` is true.
+
+    Each stage function receives its stage name, ``"<name>@<round>"``, and must pass it to
+    ``train_loop``: every round of every stage then has its own checkpoint, so a resumed
+    schedule reloads the finished rounds and continues inside the interrupted one.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    names = [name for name, _ in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"stage names must differ, got {names}")
+    results: list[StageResult] = []
+    for r in range(1, rounds + 1):
+        round_results = [fn(f"{name}@{r}") for name, fn in stages]
+        results.extend(round_results)
+        if converged is not None and converged(round_results):
+            break
+    return results
 
 
 def _checkpoint_path(context: FitContext, stage: str) -> Path | None:

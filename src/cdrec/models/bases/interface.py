@@ -20,20 +20,16 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from cdrec.models.recommender import ModelConfig
+from cdrec.models.training import training_defaults
 from cdrec.nn.losses import l2_penalty
 
 
-class BaseConfig(ModelConfig):
+class BaseConfig(training_defaults(epochs=100, batch_size=4096, lr=0.02, patience=5)):
     """Hyper-parameters shared by every embedding base and its training."""
 
     dim: int = Field(32, ge=1, description="embedding size of users and items")
-    epochs: int = Field(100, ge=1)
-    batch_size: int = Field(4096, ge=1)
-    lr: float = Field(0.02, gt=0)
     reg: float = Field(0.1, ge=0, description="L2 weight on the embedding rows of a batch")
     n_neg: int = Field(4, ge=1, description="sampled negatives per positive (implicit)")
-    patience: int = Field(5, ge=1)
     holdout: float = Field(0.05, ge=0, lt=1, description=(
         "fraction of a domain's training interactions held out for early stopping when no "
         "validation users apply to that domain"))

@@ -14,8 +14,9 @@ from cdrec.models.bases.cache import BaseCache
 from cdrec.models.bases.holdout import holdout_validator
 from cdrec.models.bases.interface import BaseConfig, EmbeddingBase
 from cdrec.models.bases.registry import base_class
+from cdrec.models.training import fit_stage
 from cdrec.split import TrainView
-from cdrec.train import FitContext, StageResult, Validate, train_loop
+from cdrec.train import FitContext, StageResult, Validate
 
 
 def new_base(train: TrainView, domain: str, name: str, config: BaseConfig,
@@ -50,11 +51,10 @@ def fit_base(base: EmbeddingBase, interactions: Interactions, n_items: int, *,
         held, train_rows = interactions.select(perm[:n_hold]), interactions.select(perm[n_hold:])
         validate = holdout_validator(base, held, n_items, observed, context)
     base.to(context.device)
-    return train_loop(base, lambda batch: base.training_loss(*batch),
-                      epoch_batches(train_rows, n_items, base.implicit, config.n_neg, observed),
-                      context=context, stage=stage, epochs=config.epochs,
-                      batch_size=config.batch_size, lr=config.lr, validate=validate,
-                      patience=config.patience, after_step=base.after_step)
+    return fit_stage(base, lambda batch: base.training_loss(*batch),
+                     epoch_batches(train_rows, n_items, base.implicit, config.n_neg, observed),
+                     config, context=context, stage=stage, validate=validate,
+                     after_step=base.after_step)
 
 
 def pretrain_base(train: TrainView, domain: str, name: str, config: BaseConfig,

@@ -24,7 +24,7 @@ The paper's text is not among cdrec's shipped papers; equation numbers are ours.
    state is exactly the transferred initialisation U^s_u.
 
 Training: the source base as every transfer method pretrains it; the fine-tuning is one stage of
-the shared loop (``train_loop``) with the base's own epochs, batch size and learning rate, early
+the shared loop (``fit_stage``) with the base's own epochs, batch size and learning rate, early
 stopped on the cold-start validation users when the scenario has them (else all epochs run).
 lambda is not recovered from the paper; 1.0 is cdrec's choice.
 """
@@ -40,8 +40,9 @@ from cdrec.models.bases.pretrain import new_base, pretrain_base
 from cdrec.models.coldstart.transfer import TransferConfig, restrict_to_users
 from cdrec.models.recommender import Recommender, validator
 from cdrec.models.registry import register
+from cdrec.models.training import fit_stage
 from cdrec.split import Evaluator, TrainView
-from cdrec.train import FitContext, train_loop
+from cdrec.train import FitContext, trainable
 
 
 class CSTConfig(TransferConfig):
@@ -101,13 +102,11 @@ class CST(Recommender):
             u, i, extra = batch
             return target.training_loss(u, i, extra) + cfg.pull * self.coordinate_penalty(u)
 
-        train_loop(self, loss_fn,
-                   epoch_batches(dom.interactions, dom.n_items, train.implicit, settings.n_neg),
-                   context=context, stage=f"finetune_{train.target}", epochs=settings.epochs,
-                   batch_size=settings.batch_size, lr=settings.lr,
-                   validate=validator(self, validation), patience=settings.patience,
-                   parameters=[p for p in target.parameters() if p.requires_grad],
-                   after_step=target.after_step)
+        fit_stage(self, loss_fn,
+                  epoch_batches(dom.interactions, dom.n_items, train.implicit, settings.n_neg),
+                  settings, context=context, stage=f"finetune_{train.target}",
+                  validate=validator(self, validation), parameters=trainable(target),
+                  after_step=target.after_step)
 
     def coordinate_penalty(self, users: torch.Tensor) -> torch.Tensor:
         """The pull of Eq. 2 on a batch: sum_u ||U^t_u - U^s_u||^2 / batch size."""

@@ -42,21 +42,18 @@ from cdrec.models.bases.interface import EmbeddingBase
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod
 from cdrec.models.recommender import validator
 from cdrec.models.registry import register
+from cdrec.models.training import fit_stage, training_defaults
 from cdrec.nn import MLP
 from cdrec.split import Evaluator, TrainView
-from cdrec.train import FitContext, train_loop
+from cdrec.train import FitContext, trainable
 
 
-class DCDCSRConfig(TransferConfig):
+class DCDCSRConfig(TransferConfig, training_defaults(epochs=500, batch_size=256, lr=0.005,
+                                                     patience=20)):
     depth: int = Field(2, ge=1, description="hidden layers of the DNN g (cdrec's choice)")
     hidden_factor: int = Field(2, ge=1, description="hidden size = hidden_factor * input size")
     train_inputs: Literal["both", "target"] = Field("both", description=(
         "inputs g is fitted on: target factors (the paper) or target and source factors"))
-    epochs: int = Field(500, ge=1)
-    batch_size: int = Field(256, ge=1)
-    lr: float = Field(0.005, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(20, ge=1)
 
 
 def sparsity_degrees(interactions: Interactions, n_users: int, n_items: int
@@ -114,10 +111,8 @@ class DCDCSR(TransferMethod):
                 loss = loss + (self.transfer_(s) - bench).pow(2).sum(-1).mean()
             return loss
 
-        train_loop(self, loss_fn, lambda gen: [overlap], context=context, stage="mapping",
-                   epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                   weight_decay=cfg.weight_decay, parameters=list(self.transfer_.parameters()),
-                   validate=validator(self, validation), patience=cfg.patience)
+        fit_stage(self, loss_fn, lambda gen: [overlap], cfg, context=context, stage="mapping",
+                  validate=validator(self, validation), parameters=trainable(self.transfer_))
 
     def benchmark(self, users: torch.Tensor, source_state: torch.Tensor,
                   target_state: torch.Tensor) -> torch.Tensor:

@@ -25,18 +25,15 @@ from cdrec.models.bases.interface import EmbeddingBase
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod, mapping_network
 from cdrec.models.recommender import validator
 from cdrec.models.registry import register
+from cdrec.models.training import fit_stage, training_defaults
 from cdrec.split import Evaluator, TrainView
-from cdrec.train import FitContext, train_loop
+from cdrec.train import FitContext, trainable
 
 
-class EMCDRConfig(TransferConfig):
+class EMCDRConfig(TransferConfig, training_defaults(epochs=500, batch_size=256, lr=0.005,
+                                                    patience=20)):
     mapping: Literal["linear", "mlp"] = "mlp"
     hidden_factor: int = Field(2, ge=1, description="MLP hidden size = hidden_factor * input size")
-    epochs: int = Field(500, ge=1)
-    batch_size: int = Field(256, ge=1)
-    lr: float = Field(0.005, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(20, ge=1)
 
 
 @register("EMCDR")
@@ -59,7 +56,5 @@ class EMCDR(TransferMethod):
             return (self.transfer_(source.user_state(u))
                     - target.user_state(u)).pow(2).sum(-1).mean()
 
-        train_loop(self, loss_fn, lambda gen: [overlap], context=context, stage="mapping",
-                   epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                   weight_decay=cfg.weight_decay, parameters=list(self.transfer_.parameters()),
-                   validate=validator(self, validation), patience=cfg.patience)
+        fit_stage(self, loss_fn, lambda gen: [overlap], cfg, context=context, stage="mapping",
+                  validate=validator(self, validation), parameters=trainable(self.transfer_))

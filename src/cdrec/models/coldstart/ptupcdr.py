@@ -49,17 +49,22 @@ from cdrec.models.bases.interface import EmbeddingBase
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod
 from cdrec.models.recommender import validator
 from cdrec.models.registry import register
+from cdrec.models.training import fit_stage, training_defaults
 from cdrec.nn import MLP
 from cdrec.split import Evaluator, TrainView
-from cdrec.train import FitContext, train_loop
+from cdrec.train import FitContext, trainable
 
 
-class PTUPCDRConfig(TransferConfig):
+class PTUPCDRConfig(TransferConfig, training_defaults(epochs=100, batch_size=256, lr=0.01,
+                                                      patience=10)):
     """Defaults: meta_dim 50, lr 0.01 and weight_decay 0 follow the authors' public code;
     batch size 256 is MetaEM's setting for all its baselines (MetaEM Sec. 4.2). The public code
     trains a fixed 10 epochs; cdrec early-stops on validation users instead (``epochs`` and
     ``patience`` are cdrec's), and ``max_history`` 50 and the rating feature are cdrec's
-    choices (the public code keeps each user's last 20 liked items)."""
+    choices (the public code keeps each user's last 20 liked items). ``weight_decay`` is L2 on
+    the encoder and meta network (Adam); the public code uses 0. Without it the meta network
+    memorises the training users (on Douban it overfits from the first epoch); 0.03-0.3 brings
+    it to EMCDR's level there."""
 
     meta_dim: int = Field(50, ge=1, description="hidden size of the meta network g")
     attention_hidden: int | None = Field(None, ge=1, description=(
@@ -70,14 +75,6 @@ class PTUPCDRConfig(TransferConfig):
         "keep only source items rated above this (the public code uses 3: liked items only)"))
     rating_feature: bool = Field(True, description=(
         "give the attention network the centred source rating of each item (explicit data)"))
-    epochs: int = Field(100, ge=1)
-    batch_size: int = Field(256, ge=1)
-    lr: float = Field(0.01, gt=0)
-    weight_decay: float = Field(0.0, ge=0, description=(
-        "L2 on the encoder and meta network (Adam); the public code uses 0. Without it the "
-        "meta network memorises the training users (on Douban it overfits from the first "
-        "epoch); 0.03-0.3 brings it to EMCDR's level there"))
-    patience: int = Field(10, ge=1)
 
 
 def padded_histories(interactions: Interactions, n_users: int, max_len: int
@@ -212,10 +209,8 @@ class PTUPCDR(TransferMethod):
             u, i, t = batch
             return target.loss_with(self.transferred_state(u), i, t)
 
-        train_loop(self, loss_fn, batches, context=context, stage="meta", epochs=cfg.epochs,
-                   batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                   parameters=list(self.transfer_.parameters()),
-                   validate=validator(self, validation), patience=cfg.patience)
+        fit_stage(self, loss_fn, batches, cfg, context=context, stage="meta",
+                  validate=validator(self, validation), parameters=trainable(self.transfer_))
 
     def history(self, users: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -57,11 +57,13 @@ from cdrec.models.bases.registry import base_class
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod, mapping_network
 from cdrec.models.recommender import validator
 from cdrec.models.registry import register
+from cdrec.models.training import fit_stage, training_defaults
 from cdrec.split import Evaluator, TrainView
-from cdrec.train import FitContext, train_loop
+from cdrec.train import FitContext, trainable
 
 
-class SSCDRConfig(TransferConfig):
+class SSCDRConfig(TransferConfig, training_defaults(epochs=100, batch_size=1024, lr=0.005,
+                                                    patience=10)):
     base: str = Field("CML", description="metric base of both domains (the paper: CML)")
     mapping: Literal["linear", "mlp"] = "mlp"
     hidden_factor: int = Field(2, ge=1, description="MLP hidden size = hidden_factor * input size")
@@ -69,11 +71,6 @@ class SSCDRConfig(TransferConfig):
     margin: float = Field(0.5, gt=0, description="m of the unsupervised hinge, Eq. 3 (CML's)")
     neighbour_weight: float = Field(0.5, ge=0, le=1, description=(
         "alpha of Eq. 5: weight of the mean of the user's mapped source items"))
-    epochs: int = Field(100, ge=1, description="passes over the source interactions")
-    batch_size: int = Field(1024, ge=1)
-    lr: float = Field(0.005, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(10, ge=1)
 
 
 def item_points(base: EmbeddingBase, items: torch.Tensor) -> torch.Tensor:
@@ -151,10 +148,8 @@ class SSCDR(TransferMethod):
                     f(item_points(source, j)), cfg.margin)
             return loss
 
-        train_loop(self, loss_fn, epoch_data, context=context, stage="mapping",
-                   epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                   weight_decay=cfg.weight_decay, parameters=list(self.transfer_.parameters()),
-                   validate=validator(self, validation), patience=cfg.patience)
+        fit_stage(self, loss_fn, epoch_data, cfg, context=context, stage="mapping",
+                  validate=validator(self, validation), parameters=trainable(self.transfer_))
 
     def transferred_state(self, users: torch.Tensor) -> torch.Tensor:
         """Eq. 5 with one hop: the mapped user and the mean of its mapped source items."""

@@ -34,21 +34,23 @@ from cdrec.data.sampling import observed_keys, sample_negatives
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod, mapping_network
 from cdrec.models.recommender import validator
 from cdrec.models.registry import register
+from cdrec.models.training import fit_stage, training_defaults
 from cdrec.split import Evaluator, TrainView
-from cdrec.train import FitContext, train_loop
+from cdrec.train import FitContext, trainable
 
 
-class TMCDRConfig(TransferConfig):
+class TMCDRConfig(TransferConfig, training_defaults(epochs=200, batch_size=16, lr=0.005,
+                                                    patience=10)):
+    """``batch_size`` counts tasks per meta-update (each task a group of ``group_size`` users);
+    ``lr`` is alpha, Adam's step size of the outer update; an epoch is a pass over the overlap
+    users."""
+
     meta: Literal["linear", "mlp"] = Field("linear", description=(
         "f_theta: one fully connected layer (the paper) or an MLP with one tanh hidden layer"))
     hidden_factor: int = Field(2, ge=1)
     inner_lr: float = Field(0.005, gt=0, description="lambda of Eq. 2 (paper: 0.005)")
     first_order: bool = Field(False, description="drop the second-order term (FOMAML)")
     group_size: int = Field(32, ge=2, description="users per task group, halved into U_a/U_b")
-    tasks_per_batch: int = Field(16, ge=1, description="tasks per meta-update")
-    lr: float = Field(0.005, gt=0, description="alpha: Adam step size of the outer update")
-    epochs: int = Field(200, ge=1, description="passes over the overlap users")
-    patience: int = Field(10, ge=1)
 
 
 class TaskTensors:
@@ -130,10 +132,9 @@ class TMCDR(TransferMethod):
                 torch.arange(train.data.n_users, device=context.device))
         step = maml_objective(self.transfer_, self.target_.loss_with, source_states,
                               cfg.inner_lr, first_order=cfg.first_order)
-        train_loop(self, step, lambda gen: tasks.epoch(cfg.group_size, gen), context=context,
-                   stage="meta", epochs=cfg.epochs, batch_size=cfg.tasks_per_batch, lr=cfg.lr,
-                   parameters=list(self.transfer_.parameters()),
-                   validate=validator(self, validation), patience=cfg.patience)
+        fit_stage(self, step, lambda gen: tasks.epoch(cfg.group_size, gen), cfg,
+                  context=context, stage="meta", validate=validator(self, validation),
+                  parameters=trainable(self.transfer_))
 
 
 def maml_objective(meta: torch.nn.Module, task_loss_fn, source_states: torch.Tensor,

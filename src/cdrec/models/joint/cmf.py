@@ -16,8 +16,9 @@ from cdrec.models.bases.mf import MFConfig
 from cdrec.models.bases.pretrain import new_base, users_without_data
 from cdrec.models.recommender import Recommender, validator
 from cdrec.models.registry import register
+from cdrec.models.training import fit_stage
 from cdrec.split import Evaluator, TrainView
-from cdrec.train import FitContext, train_loop
+from cdrec.train import FitContext
 
 
 class CMFConfig(MFConfig):
@@ -74,9 +75,8 @@ class CMF(Recommender):
                 total = total + weights[d] * loss * sel.float().mean()
             return total
 
-        self.stage_ = train_loop(self, loss_fn, epoch_data, context=context, stage="cmf",
-                                 epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                 validate=validator(self, validation), patience=cfg.patience)
+        self.stage_ = fit_stage(self, loss_fn, epoch_data, cfg, context=context, stage="cmf",
+                                validate=validator(self, validation))
 
     @torch.no_grad()
     def predict(self, domain: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
