@@ -12,6 +12,9 @@ from cdrec.models.recommender import Recommender
 # single-domain bases, the floors and joint models serve all of them. A model names the
 # scenarios it serves explicitly; the contract test checks the names are registered scenarios.
 LABELLED_SCENARIOS = frozenset({"coldstart", "kfold_rating", "leave_one_out"})
+# Those of them that can judge implicit feedback (kfold_rating evaluates ratings only): what a
+# ranking model, trained on interactions alone, can serve.
+IMPLICIT_SCENARIOS = frozenset({"coldstart", "leave_one_out"})
 
 _REGISTRY: dict[str, type[Recommender]] = {}
 R = TypeVar("R", bound=type[Recommender])

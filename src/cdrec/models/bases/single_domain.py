@@ -13,7 +13,7 @@ from cdrec.data.dataset import Interactions
 from cdrec.models.bases.pretrain import new_base, pretrain_base
 from cdrec.models.bases.registry import BASES
 from cdrec.models.recommender import Recommender, validation_for, validator
-from cdrec.models.registry import LABELLED_SCENARIOS
+from cdrec.models.registry import IMPLICIT_SCENARIOS, LABELLED_SCENARIOS
 from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext
 
@@ -48,7 +48,10 @@ class SingleDomain(Recommender):
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if cls.base_name:
-            cls.Config = BASES[cls.base_name].Config
+            base = BASES[cls.base_name]
+            cls.Config = base.Config
+            if base.implicit_only:  # a ranking model cannot predict ratings
+                cls.supports = cls.supports & IMPLICIT_SCENARIOS
 
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
         domains = train.domains

@@ -81,4 +81,6 @@ class CMF(Recommender):
     @torch.no_grad()
     def predict(self, domain: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         self.check_fitted()
+        if domain not in self.models:
+            raise KeyError(f"CMF was fitted on {list(self.models)}, not {domain!r}")
         return self.models[domain](users, items)
