@@ -1,23 +1,21 @@
 """Training settings every trained model shares, declared once, and the helper that runs one
 stage of a model with them (``cdrec.train`` does the looping).
 
-A method's config inherits :class:`TrainingConfig` through :func:`training_defaults`, which
-only changes the defaults (its paper's), so the fields, their bounds and their descriptions
-are written here and nowhere else::
+A method's config inherits :class:`TrainingConfig` and sets only its paper's values, so the
+fields, their bounds and their descriptions are written here and nowhere else::
 
-    class EMCDRConfig(TransferConfig, training_defaults(epochs=500, batch_size=256, lr=0.005,
-                                                         patience=20)):
+    class EMCDRConfig(TransferConfig, TrainingConfig):
+        training_defaults = {"epochs": 500, "batch_size": 256, "lr": 0.005, "patience": 20}
         mapping: Literal["linear", "mlp"] = "mlp"
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import cache
-from typing import Annotated, Any
+from typing import Any, ClassVar
 
 import torch
-from pydantic import Field, create_model
+from pydantic import Field, model_validator
 
 from cdrec.models.recommender import ModelConfig
 from cdrec.train import (
@@ -34,7 +32,10 @@ from cdrec.train import (
 
 class TrainingConfig(ModelConfig):
     """How one stage trains: Adam's step size and weight decay, epochs, batch size, and the
-    patience of early stopping on validation."""
+    patience of early stopping on validation. A method's config inherits it and gives its
+    paper's values in ``training_defaults``; the fields and their bounds live only here."""
+
+    training_defaults: ClassVar[dict[str, Any]] = {}
 
     epochs: int = Field(100, ge=1, description="maximum passes over the stage's training data")
     batch_size: int = Field(256, ge=1, description="rows per optimiser step")
@@ -43,25 +44,21 @@ class TrainingConfig(ModelConfig):
     patience: int = Field(10, ge=1, description=(
         "epochs without a better validation value before stopping (best epoch restored)"))
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = set(cls.training_defaults) - set(TrainingConfig.__annotations__) - {
+            "training_defaults"}
+        if unknown:
+            raise TypeError(f"{cls.__name__}.training_defaults: {sorted(unknown)} are not "
+                            "training settings")
 
-def training_defaults(**defaults: Any) -> type[TrainingConfig]:
-    """:class:`TrainingConfig` with other defaults (a method's paper's), same fields and bounds."""
-    return _with_defaults(tuple(sorted(defaults.items())))
-
-
-@cache  # one class per set of defaults, so equal defaults give the same base class
-def _with_defaults(defaults: tuple[tuple[str, Any], ...]) -> type[TrainingConfig]:
-    fields: dict[str, Any] = {}
-    for key, value in defaults:
-        if key not in TrainingConfig.model_fields:
-            raise TypeError(f"{key!r} is not a training setting; they are "
-                            f"{', '.join(TrainingConfig.model_fields)}")
-        info = TrainingConfig.model_fields[key]
-        fields[key] = (Annotated[info.annotation, *info.metadata],  # type: ignore[name-defined]
-                       Field(value, description=info.description))
-    name = "Training_" + "_".join(f"{k}{v}" for k, v in defaults)
-    model: type[TrainingConfig] = create_model(name, __base__=TrainingConfig, **fields)
-    return model
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, data: Any) -> Any:
+        # The method's own defaults fill what the caller left out (then the bounds apply).
+        if isinstance(data, dict) and cls.training_defaults:
+            return {**cls.training_defaults, **data}
+        return data
 
 
 def fit_stage(module: torch.nn.Module, loss: LossFn, epoch_data: EpochData,

@@ -20,12 +20,14 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from cdrec.models.training import training_defaults
+from cdrec.models.training import TrainingConfig
 from cdrec.nn.losses import l2_penalty
 
 
-class BaseConfig(training_defaults(epochs=100, batch_size=4096, lr=0.02, patience=5)):
+class BaseConfig(TrainingConfig):
     """Hyper-parameters shared by every embedding base and its training."""
+
+    training_defaults = {"epochs": 100, "batch_size": 4096, "lr": 0.02, "patience": 5}
 
     dim: int = Field(32, ge=1, description="embedding size of users and items")
     reg: float = Field(0.1, ge=0, description="L2 weight on the embedding rows of a batch")

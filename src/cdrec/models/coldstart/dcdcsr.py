@@ -42,14 +42,15 @@ from cdrec.models.bases.interface import EmbeddingBase
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod
 from cdrec.models.recommender import validator
 from cdrec.models.registry import register
-from cdrec.models.training import fit_stage, training_defaults
+from cdrec.models.training import TrainingConfig, fit_stage
 from cdrec.nn import MLP
 from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext, trainable
 
 
-class DCDCSRConfig(TransferConfig, training_defaults(epochs=500, batch_size=256, lr=0.005,
-                                                     patience=20)):
+class DCDCSRConfig(TransferConfig, TrainingConfig):
+    training_defaults = {"epochs": 500, "batch_size": 256, "lr": 0.005, "patience": 20}
+
     depth: int = Field(2, ge=1, description="hidden layers of the DNN g (cdrec's choice)")
     hidden_factor: int = Field(2, ge=1, description="hidden size = hidden_factor * input size")
     train_inputs: Literal["both", "target"] = Field("both", description=(

@@ -25,13 +25,14 @@ from cdrec.models.bases.interface import EmbeddingBase
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod, mapping_network
 from cdrec.models.recommender import validator
 from cdrec.models.registry import register
-from cdrec.models.training import fit_stage, training_defaults
+from cdrec.models.training import TrainingConfig, fit_stage
 from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext, trainable
 
 
-class EMCDRConfig(TransferConfig, training_defaults(epochs=500, batch_size=256, lr=0.005,
-                                                    patience=20)):
+class EMCDRConfig(TransferConfig, TrainingConfig):
+    training_defaults = {"epochs": 500, "batch_size": 256, "lr": 0.005, "patience": 20}
+
     mapping: Literal["linear", "mlp"] = "mlp"
     hidden_factor: int = Field(2, ge=1, description="MLP hidden size = hidden_factor * input size")
 

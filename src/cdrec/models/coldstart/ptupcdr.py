@@ -49,14 +49,13 @@ from cdrec.models.bases.interface import EmbeddingBase
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod
 from cdrec.models.recommender import validator
 from cdrec.models.registry import register
-from cdrec.models.training import fit_stage, training_defaults
+from cdrec.models.training import TrainingConfig, fit_stage
 from cdrec.nn import MLP
 from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext, trainable
 
 
-class PTUPCDRConfig(TransferConfig, training_defaults(epochs=100, batch_size=256, lr=0.01,
-                                                      patience=10)):
+class PTUPCDRConfig(TransferConfig, TrainingConfig):
     """Defaults: meta_dim 50, lr 0.01 and weight_decay 0 follow the authors' public code;
     batch size 256 is MetaEM's setting for all its baselines (MetaEM Sec. 4.2). The public code
     trains a fixed 10 epochs; cdrec early-stops on validation users instead (``epochs`` and
@@ -65,6 +64,8 @@ class PTUPCDRConfig(TransferConfig, training_defaults(epochs=100, batch_size=256
     the encoder and meta network (Adam); the public code uses 0. Without it the meta network
     memorises the training users (on Douban it overfits from the first epoch); 0.03-0.3 brings
     it to EMCDR's level there."""
+
+    training_defaults = {"epochs": 100, "batch_size": 256, "lr": 0.01, "patience": 10}
 
     meta_dim: int = Field(50, ge=1, description="hidden size of the meta network g")
     attention_hidden: int | None = Field(None, ge=1, description=(

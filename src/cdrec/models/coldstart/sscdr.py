@@ -57,13 +57,14 @@ from cdrec.models.bases.registry import base_class
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod, mapping_network
 from cdrec.models.recommender import validator
 from cdrec.models.registry import register
-from cdrec.models.training import fit_stage, training_defaults
+from cdrec.models.training import TrainingConfig, fit_stage
 from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext, trainable
 
 
-class SSCDRConfig(TransferConfig, training_defaults(epochs=100, batch_size=1024, lr=0.005,
-                                                    patience=10)):
+class SSCDRConfig(TransferConfig, TrainingConfig):
+    training_defaults = {"epochs": 100, "batch_size": 1024, "lr": 0.005, "patience": 10}
+
     base: str = Field("CML", description="metric base of both domains (the paper: CML)")
     mapping: Literal["linear", "mlp"] = "mlp"
     hidden_factor: int = Field(2, ge=1, description="MLP hidden size = hidden_factor * input size")

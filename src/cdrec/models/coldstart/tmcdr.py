@@ -34,16 +34,17 @@ from cdrec.data.sampling import observed_keys, sample_negatives
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod, mapping_network
 from cdrec.models.recommender import validator
 from cdrec.models.registry import register
-from cdrec.models.training import fit_stage, training_defaults
+from cdrec.models.training import TrainingConfig, fit_stage
 from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext, trainable
 
 
-class TMCDRConfig(TransferConfig, training_defaults(epochs=200, batch_size=16, lr=0.005,
-                                                    patience=10)):
+class TMCDRConfig(TransferConfig, TrainingConfig):
     """``batch_size`` counts tasks per meta-update (each task a group of ``group_size`` users);
     ``lr`` is alpha, Adam's step size of the outer update; an epoch is a pass over the overlap
     users."""
+
+    training_defaults = {"epochs": 200, "batch_size": 16, "lr": 0.005, "patience": 10}
 
     meta: Literal["linear", "mlp"] = Field("linear", description=(
         "f_theta: one fully connected layer (the paper) or an MLP with one tanh hidden layer"))
