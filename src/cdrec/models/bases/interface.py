@@ -13,7 +13,7 @@ Batches: explicit feedback gives ``(users, items, ratings)``; implicit feedback 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from cdrec.nn.losses import l2_penalty
 class BaseConfig(TrainingConfig):
     """Hyper-parameters shared by every embedding base and its training."""
 
-    training_defaults = {"epochs": 100, "batch_size": 4096, "lr": 0.02, "patience": 5}
+    training_defaults: ClassVar[dict[str, Any]] = {"epochs": 100, "batch_size": 4096, "lr": 0.02, "patience": 5}
 
     dim: int = Field(32, ge=1, description="embedding size of users and items")
     reg: float = Field(0.1, ge=0, description="L2 weight on the embedding rows of a batch")

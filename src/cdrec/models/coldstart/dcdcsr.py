@@ -32,7 +32,7 @@ hidden layers of 2 x dim, and EMCDR's optimiser settings (Adam, lr 0.005, batch 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -49,7 +49,7 @@ from cdrec.train import FitContext, trainable
 
 
 class DCDCSRConfig(TransferConfig, TrainingConfig):
-    training_defaults = {"epochs": 500, "batch_size": 256, "lr": 0.005, "patience": 20}
+    training_defaults: ClassVar[dict[str, Any]] = {"epochs": 500, "batch_size": 256, "lr": 0.005, "patience": 20}
 
     depth: int = Field(2, ge=1, description="hidden layers of the DNN g (cdrec's choice)")
     hidden_factor: int = Field(2, ge=1, description="hidden size = hidden_factor * input size")

@@ -16,7 +16,7 @@ original EMCDR setting (TMCDR's ``EMCDR_ori``); by default the bases use all tra
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -31,7 +31,7 @@ from cdrec.train import FitContext, trainable
 
 
 class EMCDRConfig(TransferConfig, TrainingConfig):
-    training_defaults = {"epochs": 500, "batch_size": 256, "lr": 0.005, "patience": 20}
+    training_defaults: ClassVar[dict[str, Any]] = {"epochs": 500, "batch_size": 256, "lr": 0.005, "patience": 20}
 
     mapping: Literal["linear", "mlp"] = "mlp"
     hidden_factor: int = Field(2, ge=1, description="MLP hidden size = hidden_factor * input size")

@@ -38,6 +38,8 @@ interactions, by timestamp when present, else by row order), with no loop over u
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import torch
 from pydantic import Field
 from torch import nn
@@ -65,7 +67,7 @@ class PTUPCDRConfig(TransferConfig, TrainingConfig):
     memorises the training users (on Douban it overfits from the first epoch); 0.03-0.3 brings
     it to EMCDR's level there."""
 
-    training_defaults = {"epochs": 100, "batch_size": 256, "lr": 0.01, "patience": 10}
+    training_defaults: ClassVar[dict[str, Any]] = {"epochs": 100, "batch_size": 256, "lr": 0.01, "patience": 10}
 
     meta_dim: int = Field(50, ge=1, description="hidden size of the meta network g")
     attention_hidden: int | None = Field(None, ge=1, description=(

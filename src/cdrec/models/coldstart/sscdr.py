@@ -45,7 +45,7 @@ MF. MF with biases has no such space and is refused with a clear error.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -63,7 +63,7 @@ from cdrec.train import FitContext, trainable
 
 
 class SSCDRConfig(TransferConfig, TrainingConfig):
-    training_defaults = {"epochs": 100, "batch_size": 1024, "lr": 0.005, "patience": 10}
+    training_defaults: ClassVar[dict[str, Any]] = {"epochs": 100, "batch_size": 1024, "lr": 0.005, "patience": 10}
 
     base: str = Field("CML", description="metric base of both domains (the paper: CML)")
     mapping: Literal["linear", "mlp"] = "mlp"

@@ -23,7 +23,7 @@ tensors with a weight mask. There is no Python loop over tasks or users.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -44,7 +44,7 @@ class TMCDRConfig(TransferConfig, TrainingConfig):
     ``lr`` is alpha, Adam's step size of the outer update; an epoch is a pass over the overlap
     users."""
 
-    training_defaults = {"epochs": 200, "batch_size": 16, "lr": 0.005, "patience": 10}
+    training_defaults: ClassVar[dict[str, Any]] = {"epochs": 200, "batch_size": 16, "lr": 0.005, "patience": 10}
 
     meta: Literal["linear", "mlp"] = Field("linear", description=(
         "f_theta: one fully connected layer (the paper) or an MLP with one tanh hidden layer"))
