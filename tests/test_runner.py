@@ -145,6 +145,18 @@ def test_bad_configs_fail_with_a_clear_message(tmp_path, override, message):
     assert message in res.output
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("scenario.params.n_neg=many", "params.n_neg: Input should be a valid integer"),
+    ("scenario.params.beta=0.2", "params.beta: Unexpected keyword argument"),
+    ("scenario.kind=cold_start", "unknown scenario 'cold_start'; available: coldstart,"),
+])
+def test_scenario_params_are_checked_before_any_data_is_read(override, message):
+    # data.path does not exist: the scenario error must come first, naming the file and key
+    with pytest.raises(ValueError) as err:
+        load_configs(ROOT / "configs" / "quickstart.yaml", [override, "data.path=/no/such/dir"])
+    assert "quickstart.yaml" in str(err.value) and message in str(err.value)
+
+
 def test_cli_lists_models_and_datasets():
     runner = CliRunner()
     models = runner.invoke(app, ["models"])
