@@ -161,6 +161,10 @@ def test_cli_lists_models_and_datasets():
     runner = CliRunner()
     models = runner.invoke(app, ["models"])
     assert models.exit_code == 0 and "EMCDR" in models.output and "coldstart" in models.output
+    listed = runner.invoke(app, ["scenarios"])
+    assert listed.exit_code == 0
+    assert "coldstart:" in listed.output and "    source (required)" in listed.output
+    assert "    k = 5" in listed.output  # kfold_rating's folds, with its default
     data = runner.invoke(app, ["datasets"])
     assert data.exit_code == 0 and "douban" in data.output
 

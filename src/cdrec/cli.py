@@ -145,5 +145,23 @@ def models() -> None:
         typer.echo(f"{name:12s} [{', '.join(sorted(cls.supports))}] {doc}")
 
 
+
+@app.command()
+def scenarios() -> None:
+    """List the registered scenarios (``scenario.kind``) and their parameters with defaults."""
+    import dataclasses
+
+    from cdrec.scenarios import scenario_class, scenario_names
+
+    for name in scenario_names():
+        cls = scenario_class(name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        typer.echo(f"{name}: {doc}")
+        for field in dataclasses.fields(cls):
+            default = ("(required)" if field.default is dataclasses.MISSING
+                       else f"= {field.default!r}")
+            typer.echo(f"    {field.name} {default}")
+
+
 if __name__ == "__main__":
     app()
