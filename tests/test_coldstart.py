@@ -8,7 +8,10 @@ import torch
 
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.data.schema import DataError
+from cdrec.models import build_model
 from cdrec.scenarios.coldstart import ColdStartUsers
+from cdrec.split import TrainView
+from cdrec.train import FitContext
 
 
 def test_test_and_validation_users_target_ratings_are_absent_from_training(douban_sample):
@@ -96,3 +99,14 @@ def test_bad_parameters_are_refused(kwargs, message):
 def test_unknown_domain_names_the_available_ones(douban_sample):
     with pytest.raises(KeyError, match="movie"):
         ColdStartUsers("movie", "music").split(douban_sample, 0)
+
+
+def test_a_view_without_source_and_target_is_refused_by_transfer_methods(douban_sample):
+    assert TrainView(douban_sample, "coldstart", "book", "music").transfer_domains() == (
+        "book", "music")
+    for view in (TrainView(douban_sample, "coldstart"),
+                 TrainView(douban_sample, "coldstart", source="book")):
+        with pytest.raises(ValueError, match="scenario 'coldstart' gives no source and target"):
+            view.transfer_domains()
+        with pytest.raises(ValueError, match="scenario 'coldstart' gives no source and target"):
+            build_model("EMCDR").fit(view, context=FitContext(progress=False))

@@ -23,7 +23,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "cdrec"
 def worked_example() -> str:
     text = (DOCS / "adding_a_method.md").read_text()
     section = text.split("## A worked example", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_the_worked_example_is_a_working_transfer_method(example_method):
 
 def test_every_module_the_architecture_page_names_exists():
     text = (DOCS / "architecture.md").read_text()
-    named = re.findall(r"^\| `([\w/.]+)`", text, re.M)
+    named = re.findall(r"^\| `([\w/.]+)`", text, re.MULTILINE)
     assert len(named) > 10
     for name in named:
         path = SRC / name

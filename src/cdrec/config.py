@@ -175,18 +175,20 @@ def load_data(spec: DataSpec) -> CrossDomainData:
                 f"directory, {Path.cwd()}); override it with data.path=DIR")
     files = spec.files or {}
     if spec.format == "douban":
-        _require(path, spec.format)
-        data = readers.read_douban(path, domains=tuple(spec.domains or ("book", "music")),
+        data = readers.read_douban(_require(path, spec.format),
+                                   domains=tuple(spec.domains or ("book", "music")),
                                    rating_scale=spec.rating_scale)
     elif spec.format == "amazon_implicit":
-        _require(path, spec.format)
+        root = _require(path, spec.format)
         if not spec.domains or len(spec.domains) != 2:
             raise ValueError("amazon_implicit needs domains: [a, b] naming the pair folder a_b")
-        data = readers.read_amazon_implicit_pair(path, spec.domains[0], spec.domains[1])
+        data = readers.read_amazon_implicit_pair(root, spec.domains[0], spec.domains[1])
     elif spec.format == "table":
-        source = {k: _under(path, v) for k, v in files.items()} if files else path
-        data = readers.read_table(source, rating_scale=spec.rating_scale,
-                                  **(spec.columns or {}))
+        source = ({k: _under(path, v) for k, v in files.items()} if files
+                  else _require(path, spec.format))
+        # The column roles (user, item, rating, timestamp, domain) as read_table's keywords.
+        roles: dict[str, Any] = spec.columns or {}
+        data = readers.read_table(source, rating_scale=spec.rating_scale, **roles)
     elif spec.format == "amazon_ratings":
         data = readers.read_amazon_ratings_csv({k: _under(path, v) for k, v in files.items()})
     else:
@@ -196,9 +198,11 @@ def load_data(spec: DataSpec) -> CrossDomainData:
     return data
 
 
-def _require(path: Path | None, fmt: str) -> None:
+def _require(path: Path | None, fmt: str) -> Path:
+    """``path``, which format ``fmt`` cannot do without."""
     if path is None:
         raise ValueError(f"data format {fmt!r} needs data.path")
+    return path
 
 
 def _under(root: Path | None, name: str) -> Path:

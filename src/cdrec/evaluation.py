@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 import pandas as pd
 import torch
 
@@ -38,7 +40,7 @@ class OneDomain:
 
     domain: str
 
-    def for_domain(self, domain: str) -> Evaluator | None:
+    def for_domain(self, domain: str) -> Self | None:
         return self if domain == self.domain else None
 
 

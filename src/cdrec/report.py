@@ -98,13 +98,14 @@ def _cell(stats: dict[str, Any], signif: dict[str, Any], label: str, metric: str
     def beats(ref: str) -> bool:  # the table's own mean must agree with the per-user test
         return (stats["mean"] > results[ref][metric]["mean"]) == higher
 
-    if floor in tests and metric in tests[floor]:
+    if floor is not None and floor in tests and metric in tests[floor]:
         t = tests[floor][metric]
         if t["significant"] and beats(floor):
             marks += MARK_FLOOR
         elif not t["better"] and not beats(floor) and t["wilcoxon_p"] < signif["alpha"]:
             marks += MARK_LOSS
-    if tgt in tests and metric in tests[tgt] and tests[tgt][metric]["significant"] and beats(tgt):
+    if (tgt is not None and tgt in tests and metric in tests[tgt]
+            and tests[tgt][metric]["significant"] and beats(tgt)):
         marks += MARK_TGT
     return text + (f" {marks}" if marks else "")
 
@@ -142,7 +143,7 @@ def write_markdown(path: Path, name: str, results: dict[str, Any], signif: dict[
     if duels:
         table += (f"\nHead to head (config `compare:`; paired over {signif['pairs']}; the means "
                   f"are of per-user values, so they differ from pooled MAE/RMSE):\n\n{duels}")
-    first = next(iter(split_info.values()), {}) or {}
+    first: dict[str, Any] = next(iter(split_info.values()), {}) or {}
     info = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in first.items())
     path.write_text(f"# {name}\n\n{table}\nSplit (first seed): {info}\n")
     return table

@@ -123,8 +123,10 @@ def _fit_one(config: RunConfig, label: str, seed: int, split: Split, device: tor
     eval_seconds = time.perf_counter() - t0
     users = split.test.per_user(model)
     # Original ids beside the indices, so per-user results can be joined back to the user's data.
-    users.insert(users.columns.get_loc("user") + 1, "user_id",
-                 split.train.data.user_ids[users["user"].to_numpy()])
+    user_col = users.columns.get_loc("user")
+    if not isinstance(user_col, int):  # a slice or mask: the column name is not unique
+        raise TypeError(f"{label}: the per-user table has more than one 'user' column")
+    users.insert(user_col + 1, "user_id", split.train.data.user_ids[users["user"].to_numpy()])
     users.insert(0, "seed", seed)
     users.insert(0, "model", label)
     metrics = dict(metrics)
@@ -132,8 +134,12 @@ def _fit_one(config: RunConfig, label: str, seed: int, split: Split, device: tor
     metrics["eval_seconds"] = eval_seconds
     selected = [s for s in context.stages if s.metric and not s.metric.startswith("holdout")]
     if selected:  # the stage chosen on validation users
-        metrics["chosen_epoch"] = float(selected[-1].best_epoch)
-        metrics[f"validation_{selected[-1].metric}"] = float(selected[-1].best_value)
+        chosen = selected[-1]
+        if chosen.best_value is None:  # every validation value of the stage was NaN or inf
+            raise ValueError(f"{label} seed {seed}: stage {chosen.stage} never reached a finite "
+                             f"validation {chosen.metric}")
+        metrics["chosen_epoch"] = float(chosen.best_epoch)
+        metrics[f"validation_{chosen.metric}"] = float(chosen.best_value)
     for key, value in getattr(model, "selected_", {}).items():  # choices made without epochs
         metrics[key if key.startswith("validation_") else f"selected_{key}"] = float(value)
     return ({"model": label, "seed": seed, "metrics": metrics,

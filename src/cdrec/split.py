@@ -37,6 +37,15 @@ class TrainView:
     def domains(self) -> list[str]:
         return list(self.data.domains)
 
+    def transfer_domains(self) -> tuple[str, str]:
+        """``(source, target)`` of a transfer scenario; a ``ValueError`` naming the scenario
+        when the view does not set both."""
+        if self.source is None or self.target is None:
+            raise ValueError(f"scenario {self.scenario!r} gives no source and target domain "
+                             f"(source={self.source!r}, target={self.target!r}); this method "
+                             "needs a transfer scenario such as 'coldstart'")
+        return self.source, self.target
+
 
 class Predictor(Protocol):
     """What an evaluator needs of a model: scores of (user, item) pairs of one domain, the

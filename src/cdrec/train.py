@@ -252,8 +252,8 @@ def train_loop(
                 raise FloatingPointError(
                     f"{context.label} {stage}: {err} at epoch {epoch}; "
                     "lower the learning rate or raise the regularisation") from None
-            for name, value in losses.items():
-                totals[name] = totals.get(name, 0.0) + value.item() * idx.shape[0]
+            for name, batch_loss in losses.items():
+                totals[name] = totals.get(name, 0.0) + batch_loss.item() * idx.shape[0]
             count += idx.shape[0]
         means = {name: total / max(count, 1) for name, total in totals.items()}
         record: dict[str, float | int | str] = {

@@ -23,7 +23,7 @@ import copy
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 import yaml
@@ -34,6 +34,7 @@ from cdrec.filenames import safe_name
 from cdrec.models import build_model
 from cdrec.models.bases.cache import BaseCache
 from cdrec.search_space import Range, SearchSpace
+from cdrec.split import Evaluator
 from cdrec.train import FitContext, resolve_device, seed_everything
 
 
@@ -74,7 +75,7 @@ def check_space(label: str, name: str, params: dict[str, Any], space: SearchSpac
                                  f"parameter:\n{err}") from None
 
 
-def is_grid(space: SearchSpace) -> bool:
+def is_grid(space: SearchSpace) -> TypeGuard[dict[str, list[Any]]]:
     """A space made of value lists only."""
     return all(isinstance(spec, list) for spec in space.values())
 
@@ -116,9 +117,13 @@ def tune(config: RunConfig, label: str, *, trials: int, seeds: list[int] | None 
     splits = {seed: scenario.split(data, seed) for seed in seeds}
     # Trials that leave the base settings alone reuse the bases pretrained by the first.
     caches = {seed: BaseCache() for seed in seeds}
-    validation = splits[seeds[0]].validation
-    if validation is None:
-        raise ValueError(f"scenario {config.scenario.kind!r} has no validation users to tune on")
+    validations: dict[int, Evaluator] = {}
+    for seed, split in splits.items():
+        if split.validation is None:
+            raise ValueError(f"scenario {config.scenario.kind!r} has no validation users to "
+                             "tune on")
+        validations[seed] = split.validation
+    validation = validations[seeds[0]]
     metric, maximize = validation.main_metric, validation.higher_is_better
 
     out = Path(config.output_dir) / config.name / "tune" / safe_name(label)
@@ -140,7 +145,7 @@ def tune(config: RunConfig, label: str, *, trials: int, seeds: list[int] | None 
             model.fit(split.train, split.validation,
                       FitContext(device=device, seed=seed, progress=False,
                                  base_cache=caches[seed]))
-            value = float(split.validation.evaluate(model)[metric])
+            value = float(validations[seed].evaluate(model)[metric])
             if not math.isfinite(value):
                 raise optuna.TrialPruned(f"validation {metric} is {value}")
             values.append(value)

@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 import numpy as np
 import pandas as pd
@@ -52,7 +53,7 @@ _AMAZON_TEXT = "reviewText"
 # Reading one file into a DataFrame whose ROW column numbers rows as the user sees them
 # --------------------------------------------------------------------------------------------
 
-def _compression(path: Path) -> str | None:
+def _compression(path: Path) -> Literal["gzip"] | None:
     """``"gzip"`` or ``None``, from the file's first bytes; refuses missing and empty files."""
     if not path.exists():
         raise MissingFileError("file not found", path=str(path))
@@ -298,7 +299,7 @@ def _check_scale(rating_scale: tuple[float, float] | None) -> tuple[float, float
 # --------------------------------------------------------------------------------------------
 
 def read_douban(directory: PathLike, domains: Sequence[str] = ("book", "music"),
-                rating_scale: tuple[float, float] = (1, 5)) -> CrossDomainData:
+                rating_scale: tuple[float, float] | None = (1, 5)) -> CrossDomainData:
     """Douban (GA-DTCDR release): ``{domain}_ratings.tsv.gz`` (or ``.tsv``) per domain.
 
     Each file is TSV without header, ``user<TAB>item<TAB>rating``; user ids are shared across
@@ -434,6 +435,15 @@ def read_amazon_ratings_csv(files: Mapping[str, PathLike]) -> CrossDomainData:
     return _assemble(parts, name="amazon_ratings", provenance=provenance, ids="str")
 
 
+@overload
+def read_amazon_reviews(files: Mapping[str, PathLike], keep_text: Literal[False] = False
+                        ) -> CrossDomainData: ...
+@overload
+def read_amazon_reviews(files: Mapping[str, PathLike], keep_text: Literal[True]
+                        ) -> tuple[CrossDomainData, dict[str, pd.Series]]: ...
+@overload
+def read_amazon_reviews(files: Mapping[str, PathLike], keep_text: bool
+                        ) -> CrossDomainData | tuple[CrossDomainData, dict[str, pd.Series]]: ...
 def read_amazon_reviews(files: Mapping[str, PathLike], keep_text: bool = False
                         ) -> CrossDomainData | tuple[CrossDomainData, dict[str, pd.Series]]:
     """Amazon review files (McAuley 2014 fields), JSON lines or CSV with a header, by suffix.
@@ -466,6 +476,15 @@ def read_amazon_reviews(files: Mapping[str, PathLike], keep_text: bool = False
     return (data, texts) if keep_text else data
 
 
+@overload
+def read_amazon_json(files: Mapping[str, PathLike], keep_text: Literal[False] = False
+                     ) -> CrossDomainData: ...
+@overload
+def read_amazon_json(files: Mapping[str, PathLike], keep_text: Literal[True]
+                     ) -> tuple[CrossDomainData, dict[str, pd.Series]]: ...
+@overload
+def read_amazon_json(files: Mapping[str, PathLike], keep_text: bool
+                     ) -> CrossDomainData | tuple[CrossDomainData, dict[str, pd.Series]]: ...
 def read_amazon_json(files: Mapping[str, PathLike], keep_text: bool = False
                      ) -> CrossDomainData | tuple[CrossDomainData, dict[str, pd.Series]]:
     """Amazon 5-core JSON lines (``reviewerID, asin, overall, reviewText, unixReviewTime``).

@@ -231,7 +231,7 @@ def validate_interactions(frame: pd.DataFrame, columns: Mapping[str, Hashable | 
     check_not_empty(frame, path=path, domain=domain)
     labels = {role: column_label(col, role, header) for role, col in columns.items()
               if col is not None}
-    out = {ROW: frame[ROW].to_numpy()}
+    out: dict[Hashable, np.ndarray] = {ROW: frame[ROW].to_numpy()}
     for role in ("user", "item"):
         check_ids(frame, columns[role], role=role, path=path, rows=rows, label=labels[role])
         out[role] = frame[columns[role]].to_numpy()

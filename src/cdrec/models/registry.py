@@ -40,7 +40,8 @@ def register_variants(cls: type[Recommender], prefix: str, bases: list[str],
     for base in bases:
         preset = {**(defaults or {}), "base": base}
         doc = f"{prefix} over the {base} base" + (f" ({defaults})" if defaults else "") + "."
-        sub = type(cls)(f"{cls.__name__}_{base}", (cls,), {
+        meta: type = type(cls)  # the metaclass (ABCMeta): mypy cannot call type[type[...]]
+        sub: type[Recommender] = meta(f"{cls.__name__}_{base}", (cls,), {
             "variant_defaults": {**getattr(cls, "variant_defaults", {}), **preset},
             "__doc__": doc, "__module__": cls.__module__})
         register(f"{prefix}_{base}")(sub)

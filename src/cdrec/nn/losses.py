@@ -22,4 +22,8 @@ def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 def l2_penalty(*tensors: torch.Tensor) -> torch.Tensor:
     """Sum of squares of the rows used in a batch, divided by the batch size (rows of the first)."""
     batch = max(1, tensors[0].shape[0])
-    return sum(t.pow(2).sum() for t in tensors) / batch
+    squares = [t.pow(2).sum() for t in tensors]
+    total = squares[0]
+    for square in squares[1:]:
+        total = total + square
+    return total / batch

@@ -95,10 +95,11 @@ class ColdStartUsers:
         test = self._evaluator(test_users, held_test, target.n_items, inter, gen)
         validation = (self._evaluator(val_users, held_val, target.n_items, inter, gen)
                       if n_val else None)
-        info = {"overlap_users": n, "test_users": n_test, "validation_users": n_val,
-                "train_overlap_users": int(train_overlap.numel()),
-                "test_interactions": len(held_test), "validation_interactions": len(held_val),
-                "train_target_interactions": len(train_target.interactions)}
+        info: dict[str, object] = {
+            "overlap_users": n, "test_users": n_test, "validation_users": n_val,
+            "train_overlap_users": int(train_overlap.numel()),
+            "test_interactions": len(held_test), "validation_interactions": len(held_val),
+            "train_target_interactions": len(train_target.interactions)}
         return Split(train=train, test=test, validation=validation, info=info)
 
     def _evaluator(self, users: torch.Tensor, held: Interactions, n_items: int,

@@ -123,6 +123,11 @@ def _collisions(users: torch.Tensor, items: torch.Tensor, n_items: int,
     return hit | dup
 
 
+def _cutoffs(ks: Sequence[int] | int) -> tuple[int, ...]:
+    """``ks`` as a tuple (one cut-off may be given as a bare integer)."""
+    return tuple(ks) if not isinstance(ks, int) else (ks,)
+
+
 @register_scenario
 @dataclass(frozen=True)
 class LeaveOneOut:
@@ -140,7 +145,7 @@ class LeaveOneOut:
         object.__setattr__(self, "domains", check_domains(self.domains))
         if isinstance(self.n_neg, bool) or not isinstance(self.n_neg, int) or self.n_neg < 1:
             raise ValueError(f"n_neg must be an integer >= 1, got {self.n_neg!r}")
-        ks = tuple(self.ks) if not isinstance(self.ks, int) else (self.ks,)
+        ks = _cutoffs(self.ks)
         if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
             raise ValueError(f"ks must be a non-empty list of positive integers, got {self.ks!r}")
         if len(set(ks)) != len(ks):
@@ -227,4 +232,4 @@ class LeaveOneOut:
                    observed: torch.Tensor, gen: torch.Generator) -> SampledRankingEvaluator:
         negatives = sample_distinct_negatives(positives.user, n_items, self.n_neg, observed, gen)
         return SampledRankingEvaluator(name, positives.user, positives.item, negatives,
-                                       ks=tuple(self.ks))
+                                       ks=_cutoffs(self.ks))

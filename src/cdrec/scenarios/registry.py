@@ -38,6 +38,7 @@ def register_scenario(cls: S) -> S:
         raise TypeError(f"{cls.__name__} needs a class attribute name: ClassVar[str]")
     if name in _SCENARIOS and _SCENARIOS[name] is not cls:
         raise ValueError(f"scenario name {name!r} is already registered by {_SCENARIOS[name]}")
+    # Too dynamic for mypy: pydantic reads this dunder off any dataclass; ``type`` declares none.
     cls.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
     _SCENARIOS[name] = cls
     return cls

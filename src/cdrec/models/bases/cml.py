@@ -45,6 +45,7 @@ class CMLBase(FactorBase):
     """CML points; score -||u - v_i||^2, weighted hinge loss, unit-ball projection."""
 
     Config = CMLConfig
+    config: CMLConfig
     implicit_only = True
 
     def __init__(self, n_users: int, n_items: int, config: CMLConfig, *, implicit: bool,

@@ -59,6 +59,8 @@ class DNNBase(FactorBase):
     """Two towers over user and item embeddings; score is the inner product of their outputs."""
 
     Config = DNNConfig
+    config: DNNConfig
+    global_mean: torch.Tensor  # buffer
 
     def __init__(self, n_users: int, n_items: int, config: DNNConfig, *, implicit: bool,
                  global_mean: float = 0.0, generator: torch.Generator | None = None,

@@ -32,6 +32,7 @@ class GMFBase(FactorBase):
     """GMF: score h^T (p_u * q_i) (+ mu + b_i on ratings)."""
 
     Config = BaseConfig
+    global_mean: torch.Tensor  # buffer
 
     def __init__(self, n_users: int, n_items: int, config: BaseConfig, *, implicit: bool,
                  global_mean: float = 0.0, generator: torch.Generator | None = None,

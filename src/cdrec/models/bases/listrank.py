@@ -54,6 +54,7 @@ class ListRankMFBase(FactorBase):
     """ListRank-MF factors; score g(p_u . q_i), trained with the list-wise cross-entropy."""
 
     Config = ListRankMFConfig
+    config: ListRankMFConfig
     implicit_only = True
 
     def __init__(self, n_users: int, n_items: int, config: ListRankMFConfig, *, implicit: bool,

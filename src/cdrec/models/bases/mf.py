@@ -33,6 +33,8 @@ class MFBase(FactorBase):
     """
 
     Config = MFConfig
+    config: MFConfig
+    global_mean: torch.Tensor  # buffer
 
     def __init__(self, n_users: int, n_items: int, config: MFConfig, *, implicit: bool,
                  global_mean: float = 0.0, generator: torch.Generator | None = None,

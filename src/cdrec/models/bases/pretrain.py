@@ -67,8 +67,11 @@ def pretrain_base(train: TrainView, domain: str, name: str, config: BaseConfig,
     With ``context.base_cache`` set, a base already pretrained the same way is reused exactly.
     """
     cache = context.base_cache if (validate is None and base is None) else None
-    key = BaseCache.key(train, domain, name, config, context) if cache is not None else None
-    entry = cache.get(key) if cache is not None else None
+    key: tuple | None = None
+    entry: dict | None = None
+    if cache is not None:
+        key = BaseCache.key(train, domain, name, config, context)
+        entry = cache.get(key)
     base = base if base is not None else new_base(train, domain, name, config, context)
     if entry is not None:
         base.load_state_dict(entry["state"])
@@ -84,7 +87,7 @@ def pretrain_base(train: TrainView, domain: str, name: str, config: BaseConfig,
     n_history = len(context.history)
     stage = fit_base(base, dom.interactions, dom.n_items, context=context,
                      stage=f"base_{domain}", validate=validate)
-    if cache is not None:
+    if cache is not None and key is not None:
         cache.put(key, {
             "state": {k: v.detach().clone() for k, v in base.state_dict().items()},
             "generator": context.generator.get_state(), "torch_rng": torch.get_rng_state(),

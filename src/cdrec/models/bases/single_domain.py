@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cdrec.data.dataset import Interactions
+from cdrec.models.bases.interface import BaseConfig
 from cdrec.models.bases.pretrain import new_base, pretrain_base
 from cdrec.models.bases.registry import BASES
 from cdrec.models.recommender import Recommender, validation_for, validator
@@ -22,14 +23,15 @@ def merged_target_view(train: TrainView) -> TrainView:
     """The cold-start train view as ONE domain: target items first (their indices unchanged),
     then the source items, with one user table; TMCDR's single-domain baselines "consider both
     source and target domains as a single domain" (TMCDR Sec. 3.1, Baselines)."""
-    source, target = train.data[train.source], train.data[train.target]
+    source_name, target_name = train.transfer_domains()
+    source, target = train.data[source_name], train.data[target_name]
     src = source.interactions
     shifted = Interactions(src.user, src.item + target.n_items, src.rating, src.timestamp)
     merged = target.with_interactions(target.interactions.concat(shifted))
     merged = replace(merged, item_ids=np.concatenate([target.item_ids.astype(object),
                                                       source.item_ids.astype(object)]))
-    return TrainView(train.data.replace_domains({train.target: merged}), train.scenario,
-                     None, train.target, train.implicit)
+    return TrainView(train.data.replace_domains({target_name: merged}), train.scenario,
+                     None, target_name, train.implicit)
 
 
 class SingleDomain(Recommender):
@@ -44,6 +46,8 @@ class SingleDomain(Recommender):
     base_name: ClassVar[str] = ""
     merge_in_coldstart: ClassVar[bool] = True
     supports = LABELLED_SCENARIOS
+    config: BaseConfig  # ``Config`` is the base's own config class (set below)
+    models: nn.ModuleDict  # domain -> its EmbeddingBase, set in ``_fit``
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -56,15 +60,15 @@ class SingleDomain(Recommender):
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
         domains = train.domains
         if train.scenario == "coldstart":
-            domains = [train.target]  # the source is never evaluated
+            domains = [train.transfer_domains()[1]]  # the source is never evaluated
             if self.merge_in_coldstart:
                 train = merged_target_view(train)
         self.models = nn.ModuleDict()
         for domain in domains:
             # Registered before training so validation can call predict on it.
-            self.models[domain] = new_base(train, domain, self.base_name, self.config, context)
-            pretrain_base(train, domain, self.base_name, self.config, context,
-                          base=self.models[domain],
+            base = new_base(train, domain, self.base_name, self.config, context)
+            self.models[domain] = base
+            pretrain_base(train, domain, self.base_name, self.config, context, base=base,
                           validate=validator(self, validation_for(validation, domain)))
 
     @torch.no_grad()

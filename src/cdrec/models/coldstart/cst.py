@@ -31,6 +31,8 @@ lambda is not recovered from the paper; 1.0 is cdrec's choice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from pydantic import Field
 
@@ -75,20 +77,26 @@ class CST(Recommender):
     """Source-pretrained user coordinates, fine-tuned on the target under a pull towards them."""
 
     Config = CSTConfig
+    config: CSTConfig
     supports = frozenset({"coldstart"})
+    source_: EmbeddingBase
+    target_: EmbeddingBase
+    anchor_: torch.Tensor
+    domains_: tuple[str, str]
 
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
         cfg = self.config
+        source_name, target_name = train.transfer_domains()
         view = train
         if cfg.overlap_only:
-            view = restrict_to_users(train, train.data.overlap_users(train.source, train.target))
+            view = restrict_to_users(train, train.data.overlap_users(source_name, target_name))
         settings = cfg.base_settings()
-        self.source_ = pretrain_base(view, train.source, cfg.base, settings, context)
+        self.source_ = pretrain_base(view, source_name, cfg.base, settings, context)
         for p in self.source_.parameters():
             p.requires_grad_(False)
-        self.domains_ = (train.source, train.target)
+        self.domains_ = (source_name, target_name)
         # Eq. 2 starting point and anchor: U^s for every user (0 for users without source data).
-        self.target_ = new_base(view, train.target, cfg.base, settings, context)
+        self.target_ = new_base(view, target_name, cfg.base, settings, context)
         self.target_.to(context.device)
         copy_coordinates(self.source_, self.target_, cfg.init_items)
         users = torch.arange(train.data.n_users, device=context.device)
@@ -96,15 +104,15 @@ class CST(Recommender):
             self.register_buffer("anchor_", self.source_.user_state(users).detach().clone())
 
         target: EmbeddingBase = self.target_
-        dom = view.data[train.target]
+        dom = view.data[target_name]
 
-        def loss_fn(batch: list[torch.Tensor]) -> torch.Tensor:
+        def loss_fn(batch: Sequence[torch.Tensor]) -> torch.Tensor:
             u, i, extra = batch
             return target.training_loss(u, i, extra) + cfg.pull * self.coordinate_penalty(u)
 
         fit_stage(self, loss_fn,
                   epoch_batches(dom.interactions, dom.n_items, train.implicit, settings.n_neg),
-                  settings, context=context, stage=f"finetune_{train.target}",
+                  settings, context=context, stage=f"finetune_{target_name}",
                   validate=validator(self, validation), parameters=trainable(target),
                   after_step=target.after_step)
 

@@ -32,6 +32,7 @@ hidden layers of 2 x dim, and EMCDR's optimiser settings (Adam, lr 0.005, batch 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -70,13 +71,14 @@ def sparsity_degrees(interactions: Interactions, n_users: int, n_items: int
 def benchmark_weights(train: TrainView) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 2 weights ``(w_source, w_target)`` per user: each domain's share of the user's summed
     sparsity degrees (both 0 for a user with data in neither domain)."""
+    source, target = train.transfer_domains()
     degree = {}
-    for name in (train.source, train.target):
+    for name in (source, target):
         dom = train.data[name]
         degree[name], _ = sparsity_degrees(dom.interactions, train.data.n_users, dom.n_items)
-    total = degree[train.source] + degree[train.target]
+    total = degree[source] + degree[target]
     safe = total.clamp_min(torch.finfo(total.dtype).tiny)
-    return degree[train.source] / safe, degree[train.target] / safe
+    return degree[source] / safe, degree[target] / safe
 
 
 def deep_mapping(dim_in: int, dim_out: int, depth: int, hidden_factor: int) -> MLP:
@@ -89,6 +91,9 @@ class DCDCSR(TransferMethod):
     """MF bases, a sparsity-weighted benchmark of user factors, a DNN mapped onto it."""
 
     Config = DCDCSRConfig
+    config: DCDCSRConfig
+    w_source_: torch.Tensor
+    w_target_: torch.Tensor
 
     def _fit_transfer(self, train: TrainView, overlap: torch.Tensor,
                       validation: Evaluator | None, context: FitContext) -> None:
@@ -103,7 +108,7 @@ class DCDCSR(TransferMethod):
                                       cfg.hidden_factor).to(context.device)
         both = cfg.train_inputs == "both"
 
-        def loss_fn(batch: list[torch.Tensor]) -> torch.Tensor:
+        def loss_fn(batch: Sequence[torch.Tensor]) -> torch.Tensor:
             (u,) = batch
             s, t = source.user_state(u), target.user_state(u)
             bench = self.benchmark(u, s, t)

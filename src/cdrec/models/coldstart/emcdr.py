@@ -16,6 +16,7 @@ original EMCDR setting (TMCDR's ``EMCDR_ori``); by default the bases use all tra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -42,6 +43,7 @@ class EMCDR(TransferMethod):
     """Pretrained source/target bases plus a mapping fitted on overlap users (distance loss)."""
 
     Config = EMCDRConfig
+    config: EMCDRConfig
 
     def _fit_transfer(self, train: TrainView, overlap: torch.Tensor,
                       validation: Evaluator | None, context: FitContext) -> None:
@@ -52,7 +54,7 @@ class EMCDR(TransferMethod):
         source: EmbeddingBase = self.source_
         target: EmbeddingBase = self.target_
 
-        def loss_fn(batch: list[torch.Tensor]) -> torch.Tensor:
+        def loss_fn(batch: Sequence[torch.Tensor]) -> torch.Tensor:
             (u,) = batch
             return (self.transfer_(source.user_state(u))
                     - target.user_state(u)).pow(2).sum(-1).mean()

@@ -38,6 +38,7 @@ interactions, by timestamp when present, else by row order), with no loop over u
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -134,7 +135,12 @@ class CharacteristicEncoder(nn.Module):
                   rating: torch.Tensor | None = None) -> torch.Tensor:
         """a_j over each row's unpadded entries, ``[B, L]``; padding gets exactly 0 and a row
         without history gets all zeros."""
-        x = torch.cat([emb, rating.unsqueeze(-1)], -1) if self.rating_feature else emb
+        if not self.rating_feature:
+            x = emb
+        elif rating is None:
+            raise ValueError("this encoder was built with rating_feature=True: pass the ratings")
+        else:
+            x = torch.cat([emb, rating.unsqueeze(-1)], -1)
         logits = self.h(x).squeeze(-1).masked_fill(~mask, float("-inf"))
         top = logits.detach().amax(-1, keepdim=True).clamp_min(-1e30)  # finite if empty
         expo = torch.exp(logits - top)                          # exp(-inf) = 0 on padding
@@ -173,13 +179,19 @@ class PTUPCDR(TransferMethod):
     task (see module docstring)."""
 
     Config = PTUPCDRConfig
+    config: PTUPCDRConfig
+    transfer_: PersonalizedBridge
+    history_items_: torch.Tensor
+    history_ratings_: torch.Tensor | None
+    history_mask_: torch.Tensor
 
     def _fit_transfer(self, train: TrainView, overlap: torch.Tensor,
                       validation: Evaluator | None, context: FitContext) -> None:
         cfg = self.config
         source: EmbeddingBase = self.source_
         target: EmbeddingBase = self.target_
-        src = train.data[train.source].interactions
+        source_name, target_name = train.transfer_domains()
+        src = train.data[source_name].interactions
         if cfg.min_rating is not None:
             src = src.select(src.rating > cfg.min_rating)
         items, ratings, mask = padded_histories(src, train.data.n_users, cfg.max_history)
@@ -201,14 +213,14 @@ class PTUPCDR(TransferMethod):
                                             use_rating).to(device)
 
         # Step 5: the target base's loss on the training overlap users' target interactions.
-        tgt = train.data[train.target]
+        tgt = train.data[target_name]
         rows = tgt.interactions.select(torch.isin(tgt.interactions.user, overlap))
         observed = (observed_keys(tgt.interactions.user, tgt.interactions.item, tgt.n_items)
                     if train.implicit else None)
         n_neg = self.config.base_settings().n_neg
         batches = epoch_batches(rows, tgt.n_items, train.implicit, n_neg, observed)
 
-        def loss_fn(batch: list[torch.Tensor]) -> torch.Tensor:
+        def loss_fn(batch: Sequence[torch.Tensor]) -> torch.Tensor:
             u, i, t = batch
             return target.loss_with(self.transferred_state(u), i, t)
 

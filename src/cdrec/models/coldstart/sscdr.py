@@ -45,6 +45,7 @@ MF. MF with biases has no such space and is refused with a clear error.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -104,6 +105,9 @@ class SSCDR(TransferMethod):
     """CML bases, a mapping trained on overlap users and all source items, one-hop inference."""
 
     Config = SSCDRConfig
+    config: SSCDRConfig
+    neighbour_user_: torch.Tensor
+    neighbour_item_: torch.Tensor
 
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
         # Refuse a base without a shared user-item space before any pretraining is spent.
@@ -121,7 +125,8 @@ class SSCDR(TransferMethod):
                                          cfg.hidden_factor).to(context.device)
         # The source interactions of every user: the unlabelled data of Eq. 3 and the
         # neighbourhoods of Eq. 5 (a cold-start user's source history is in the train view).
-        dom = train.data[train.source]
+        source_name, _ = train.transfer_domains()
+        dom = train.data[source_name]
         rows = dom.interactions
         self.register_buffer("neighbour_user_", rows.user.to(context.device))
         self.register_buffer("neighbour_item_", rows.item.to(context.device))
@@ -139,7 +144,7 @@ class SSCDR(TransferMethod):
                 -(-length // n_overlap))[:length]
             return [users, items, neg.view(-1, n_neg), labelled]
 
-        def loss_fn(batch: list[torch.Tensor]) -> torch.Tensor:
+        def loss_fn(batch: Sequence[torch.Tensor]) -> torch.Tensor:
             u, i, j, o = batch
             loss = supervised_term(self.transfer_(source.user_state(o)), target.user_state(o))
             if cfg.unsupervised_weight > 0:

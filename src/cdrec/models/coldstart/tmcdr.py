@@ -80,7 +80,7 @@ class TaskTensors:
         groups = users[:n_tasks * group_size].view(n_tasks, group_size)
         half = group_size // 2
         target = None
-        if self.implicit:
+        if self.observed is not None:  # implicit feedback (``observed`` is set exactly then)
             target = sample_negatives(self.rows.user.repeat_interleave(self.n_neg), self.n_items,
                                       self.observed, gen).view(-1, self.n_neg)
         return [*self._pad(groups[:, :half], target), *self._pad(groups[:, half:], target)]
@@ -118,13 +118,15 @@ class TMCDR(TransferMethod):
     """Pretrained bases + a meta network trained with MAML on the target task's own loss."""
 
     Config = TMCDRConfig
+    config: TMCDRConfig
 
     def _fit_transfer(self, train: TrainView, overlap: torch.Tensor,
                       validation: Evaluator | None, context: FitContext) -> None:
         cfg = self.config
         self.transfer_ = mapping_network(cfg.meta, self.source_.user_dim, self.target_.user_dim,
                                          cfg.hidden_factor).to(context.device)
-        target = train.data[train.target]
+        _, target_name = train.transfer_domains()
+        target = train.data[target_name]
         rows = target.interactions.select(torch.isin(target.interactions.user, overlap))
         tasks = TaskTensors(rows, overlap, target.n_items, train.implicit,
                             self.target_.config.n_neg)

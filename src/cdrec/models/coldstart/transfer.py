@@ -11,7 +11,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from cdrec.models.bases.interface import BaseConfig
+from cdrec.models.bases.interface import BaseConfig, EmbeddingBase
 from cdrec.models.bases.pretrain import pretrain_base, users_without_data
 from cdrec.models.bases.registry import base_class
 from cdrec.models.recommender import ModelConfig, Recommender
@@ -49,24 +49,32 @@ class TransferMethod(Recommender):
 
     supports = frozenset({"coldstart"})
     variant_defaults: ClassVar[dict[str, Any]] = {}
+    config: TransferConfig
+    # Learned in ``_fit`` (``transfer_`` by the subclass's ``_fit_transfer``).
+    source_: EmbeddingBase
+    target_: EmbeddingBase
+    transfer_: nn.Module
+    has_target_: torch.Tensor
+    domains_: tuple[str, str]
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**{**self.variant_defaults, **params})
 
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
-        overlap = train.data.overlap_users(train.source, train.target)
+        source, target = train.transfer_domains()
+        overlap = train.data.overlap_users(source, target)
         if overlap.numel() == 0:
             raise ValueError(f"{type(self).__name__} needs overlap users between "
-                             f"{train.source!r} and {train.target!r} in the training data")
+                             f"{source!r} and {target!r} in the training data")
         view = restrict_to_users(train, overlap) if self.config.overlap_only else train
         settings = self.config.base_settings()
-        self.source_ = pretrain_base(view, train.source, self.config.base, settings, context)
-        self.target_ = pretrain_base(view, train.target, self.config.base, settings, context)
+        self.source_ = pretrain_base(view, source, self.config.base, settings, context)
+        self.target_ = pretrain_base(view, target, self.config.base, settings, context)
         for p in [*self.source_.parameters(), *self.target_.parameters()]:
             p.requires_grad_(False)
-        self.domains_ = (train.source, train.target)
+        self.domains_ = (source, target)
         has_target = torch.ones(train.data.n_users, dtype=torch.bool)
-        has_target[users_without_data(view, train.target)] = False
+        has_target[users_without_data(view, target)] = False
         self.register_buffer("has_target_", has_target.to(context.device))
         self._fit_transfer(train, overlap, validation, context)
 

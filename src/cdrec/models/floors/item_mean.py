@@ -28,6 +28,7 @@ class ItemMean(PerDomainTable):
     (the Bayesian average; an item never rated gets mu)."""
 
     Config = ItemMeanConfig
+    config: ItemMeanConfig
 
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
         self.shrinkage_ = self.config.shrinkage

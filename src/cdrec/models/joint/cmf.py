@@ -7,18 +7,28 @@ or BPR for implicit feedback). A cold-start user's target user bias stays at its
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from pydantic import Field
 from torch import nn
 
 from cdrec.models.bases.batching import epoch_batches
-from cdrec.models.bases.mf import MFConfig
+from cdrec.models.bases.interface import EmbeddingBase
+from cdrec.models.bases.mf import MFBase, MFConfig
 from cdrec.models.bases.pretrain import new_base, users_without_data
 from cdrec.models.recommender import Recommender, validator
 from cdrec.models.registry import register
 from cdrec.models.training import fit_stage
 from cdrec.split import Evaluator, TrainView
-from cdrec.train import FitContext
+from cdrec.train import FitContext, StageResult
+
+
+def mf_base(base: EmbeddingBase) -> MFBase:
+    """A base built as ``"MF"``, typed as the MF base CMF needs (it sets the user biases)."""
+    if not isinstance(base, MFBase):
+        raise TypeError(f"CMF needs MF bases, got {type(base).__name__}")
+    return base
 
 
 class CMFConfig(MFConfig):
@@ -31,7 +41,10 @@ class CMF(Recommender):
     """Shared user factors across all domains of the train view (see module docstring)."""
 
     Config = CMFConfig
+    config: CMFConfig
     supports = frozenset({"coldstart", "kfold_rating", "leave_one_out"})
+    models: nn.ModuleDict  # domain -> its MF base, all sharing one user table (set in ``_fit``)
+    stage_: StageResult
 
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
         cfg = self.config
@@ -45,12 +58,12 @@ class CMF(Recommender):
             for name in names:
                 present[train.data[name].interactions.user] = True
             shared.weight[~present] = 0.0
-        self.models = nn.ModuleDict({
-            name: new_base(train, name, "MF", cfg, context, user_factors=shared)
-            for name in names})
+        bases = {name: mf_base(new_base(train, name, "MF", cfg, context, user_factors=shared))
+                 for name in names}
+        self.models = nn.ModuleDict(bases)
         for name in names:
             with torch.no_grad():
-                self.models[name].user_bias[users_without_data(train, name)] = 0.0
+                bases[name].user_bias[users_without_data(train, name)] = 0.0
         self.to(context.device)
         weights = torch.tensor([1.0 if n == train.target else cfg.source_weight for n in names])
         inters = [train.data[n].interactions for n in names]
@@ -63,14 +76,14 @@ class CMF(Recommender):
             parts = [draw(gen) for draw in per_domain]  # (users, items, ratings or negatives)
             return [flag, *(torch.cat(column) for column in zip(*parts, strict=True))]
 
-        def loss_fn(batch: list[torch.Tensor]) -> torch.Tensor:
+        def loss_fn(batch: Sequence[torch.Tensor]) -> torch.Tensor:
             f, u, i, extra = batch
             total = torch.zeros((), device=u.device)
             for d, name in enumerate(names):
                 sel = f == d
                 if not bool(sel.any()):
                     continue
-                loss = self.models[name].training_loss(u[sel], i[sel], extra[sel])
+                loss = bases[name].training_loss(u[sel], i[sel], extra[sel])
                 # Each domain's share of the batch keeps the objective a per-row average.
                 total = total + weights[d] * loss * sel.float().mean()
             return total
