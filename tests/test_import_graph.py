@@ -221,3 +221,28 @@ def test_edge_extraction_on_a_tiny_package(tmp_path: Path) -> None:
     assert find_cycles(graph) == [["fake.a", "fake.b", "fake.a"]]
     assert describe(graph, ["fake.a", "fake.b", "fake.a"], root, "fake") == (
         "fake.a -> fake.b -> fake.a   (fake/a.py:1, fake/b.py:2)")
+
+
+def test_a_new_scenario_module_is_registered_by_its_presence(tmp_path, monkeypatch):
+    """Adding a scenario is one module: the package imports every scenario module it holds."""
+    import sys
+
+    import cdrec.scenarios
+
+    module = tmp_path / "toy_protocol.py"
+    module.write_text(
+        "from dataclasses import dataclass\n"
+        "from typing import ClassVar\n"
+        "from cdrec.scenarios.registry import register_scenario\n\n"
+        "@register_scenario\n@dataclass(frozen=True)\nclass Toy:\n"
+        "    size: int = 3\n    name: ClassVar[str] = 'toy_protocol'\n")
+    monkeypatch.setattr(cdrec.scenarios, "__path__", [*cdrec.scenarios.__path__, str(tmp_path)])
+    from cdrec.scenarios import registry
+
+    monkeypatch.setattr(registry, "_SCENARIOS", dict(registry._SCENARIOS))
+    try:
+        cdrec.scenarios.import_scenario_modules()
+        assert "toy_protocol" in cdrec.scenarios.scenario_names()
+        assert cdrec.scenarios.build_scenario("toy_protocol", {"size": 5}).size == 5
+    finally:
+        sys.modules.pop("cdrec.scenarios.toy_protocol", None)
