@@ -240,3 +240,52 @@ def test_a_non_finite_loss_names_the_update_stage_and_epoch():
         OptimizerStep([Update(torch.optim.Adam(net.parameters()), lambda b: b[0].sum())] * 2)
     with pytest.raises(ValueError, match="no trainable parameters"):
         adam_step([], lambda b: b[0].sum(), lr=0.1)
+
+
+def test_checkpoints_at_an_interval_resume_to_the_same_numbers(tmp_path):
+    x, y = _regression_problem()
+
+    def run(ckpt, fail_after=None):
+        torch.manual_seed(0)
+        net = torch.nn.Linear(8, 1)
+        calls = {"n": 0}
+
+        def loss_fn(batch):
+            calls["n"] += 1
+            if fail_after is not None and calls["n"] > fail_after:
+                raise _Interrupt
+            return (net(batch[0]) - batch[1]).pow(2).mean()
+
+        ctx = FitContext(seed=5, progress=False, checkpoint_dir=ckpt, resume=True,
+                         checkpoint_every=3)
+        train_loop(net, adam_step(net.parameters(), loss_fn, lr=0.01), lambda g: [x, y],
+                   context=ctx, stage="reg", epochs=7, batch_size=64)
+        return net.weight.detach().clone(), ctx
+
+    straight, _ = run(tmp_path / "a")
+    with pytest.raises(_Interrupt):
+        run(tmp_path / "b", fail_after=8 * 5 + 2)  # dies in epoch 6; last checkpoint: epoch 3
+    assert torch.load(tmp_path / "b" / "reg.pt", weights_only=True)["epoch"] == 3
+    resumed, ctx = run(tmp_path / "b")
+    assert torch.equal(straight, resumed)
+    assert [h["epoch"] for h in ctx.history] == [1, 2, 3, 4, 5, 6, 7]
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        FitContext(checkpoint_every=0)
+
+
+def test_a_mapping_stage_snapshots_only_what_it_trains(tmp_path, transfer_data):
+    """The frozen pretrained bases are not copied at each improvement nor written in the
+    mapping stage's checkpoints: those hold the mapping (and buffers) only."""
+    from cdrec.scenarios.coldstart import ColdStartUsers
+
+    split = ColdStartUsers("src", "tgt").split(transfer_data, 0)
+    model = build_model("EMCDR", epochs=3, base_config={"epochs": 2})
+    model.fit(split.train, split.validation,
+              FitContext(seed=0, progress=False, checkpoint_dir=tmp_path))
+    saved = torch.load(tmp_path / "mapping.pt", weights_only=True)
+    buffers = {name for name, _ in model.named_buffers()}
+    for part in ("module", "best_state"):
+        params = set(saved[part]) - buffers
+        assert params == {n for n, _ in model.transfer_.named_parameters(prefix="transfer_")}
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert any(n.startswith("source_.") for n in frozen)  # in the model, not in the snapshot

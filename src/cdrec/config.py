@@ -63,6 +63,9 @@ class RunConfig(_Strict):
     device: str = "cpu"
     output_dir: str = "runs"
     progress: bool = True
+    checkpoint_every: int = Field(1, ge=1, description=(
+        "epochs between the checkpoints --resume continues from (a stage's end is always "
+        "written)"))
     tune: dict[str, SearchSpace] = Field(default_factory=dict, description=(
         "per model label, the search space of `cdrec tune` (see cdrec.tune)"))
     defs: dict[str, Any] = Field(default_factory=dict, description=(

@@ -114,6 +114,7 @@ def _fit_one(config: RunConfig, label: str, seed: int, split: Split, device: tor
     model = build_model(name, **params)
     context = FitContext(device=device, seed=seed, progress=config.progress,
                          checkpoint_dir=_checkpoints(out, label, seed),
+                         checkpoint_every=config.checkpoint_every,
                          resume=resume, label=f"{label} seed {seed}", base_cache=cache)
     t0 = time.perf_counter()
     model.fit(split.train, split.validation, context)

@@ -22,7 +22,6 @@ that alternates stages until a tolerance), each round's stages checkpointed unde
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
@@ -36,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cdrec.filenames import safe_name
+from cdrec.nn.sparse import LazyAdam
 
 if TYPE_CHECKING:  # type-only: the cache lives with the bases, which import this module
     from cdrec.models.bases.cache import BaseCache
@@ -81,6 +81,9 @@ class FitContext:
     seed: int = 0
     progress: bool = True
     checkpoint_dir: Path | None = None
+    # Epochs between checkpoints of a stage (its last epoch is always written); a resumed stage
+    # replays the epochs after its last checkpoint, to the same numbers.
+    checkpoint_every: int = 1
     resume: bool = False
     label: str = ""
     history: list[dict[str, float | int | str]] = field(default_factory=list)
@@ -90,6 +93,8 @@ class FitContext:
     generator: torch.Generator = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         # Sampling (shuffles, negatives) happens on the CPU generator; tensors move afterwards.
         self.generator = torch.Generator().manual_seed(self.seed)
 
@@ -107,13 +112,21 @@ class Step(Protocol):
 
 @dataclass
 class Update:
-    """One optimiser stepping on one loss: ``loss(batch)``, backward, ``optimizer.step()``, then
-    ``after_step()`` under ``no_grad`` (e.g. a projection onto a constraint set)."""
+    """One loss and the optimiser(s) that step on it: ``loss(batch)``, backward, ``step()`` of
+    each optimiser (several when parameter groups need different ones, e.g. ``SparseAdam`` for
+    embedding rows with sparse gradients and ``Adam`` for the rest), then ``after_step()``
+    under ``no_grad`` (e.g. a projection onto a constraint set)."""
 
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer]
     loss: LossFn
     name: str = "loss"
     after_step: Callable[[], None] | None = None
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        if isinstance(self.optimizer, torch.optim.Optimizer):
+            return [self.optimizer]
+        return list(self.optimizer)
 
 
 class OptimizerStep:
@@ -133,9 +146,12 @@ class OptimizerStep:
             loss = update.loss(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{update.name} became {loss.item()}")
-            update.optimizer.zero_grad(set_to_none=True)
+            optimizers = update.optimizers
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            update.optimizer.step()
+            for optimizer in optimizers:
+                optimizer.step()
             if update.after_step is not None:
                 with torch.no_grad():
                     update.after_step()
@@ -143,22 +159,40 @@ class OptimizerStep:
         return losses
 
     def state_dict(self) -> dict[str, Any]:
-        return {u.name: u.optimizer.state_dict() for u in self.updates}
+        return {u.name: [o.state_dict() for o in u.optimizers] for u in self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for update in self.updates:
-            update.optimizer.load_state_dict(state[update.name])
+            for optimizer, saved in zip(update.optimizers, state[update.name], strict=True):
+                optimizer.load_state_dict(saved)
 
 
 def adam_step(parameters: Sequence[torch.nn.Parameter], loss: LossFn, *, lr: float,
-              weight_decay: float = 0.0, after_step: Callable[[], None] | None = None
-              ) -> OptimizerStep:
-    """The common step: Adam on ``parameters`` minimising ``loss``."""
+              weight_decay: float = 0.0, after_step: Callable[[], None] | None = None,
+              sparse: Sequence[torch.Tensor] = ()) -> OptimizerStep:
+    """The common step: Adam on ``parameters`` minimising ``loss``.
+
+    Parameters also listed in ``sparse`` receive sparse gradients (embedding rows) and step
+    with :class:`cdrec.nn.sparse.LazyAdam`: Adam's formula on the rows of the batch only. It
+    matches dense Adam when every row is in every batch; otherwise a row's moments decay only
+    on the steps that touch it. It has no weight decay: the bases regularise the rows a batch
+    touches in their loss instead.
+    """
     params = list(parameters)
     if not params:
         raise ValueError("no trainable parameters to optimise")
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return OptimizerStep([Update(optimizer, loss, after_step=after_step)])
+    sparse_ids = {id(p) for p in sparse}
+    rows = [p for p in params if id(p) in sparse_ids]
+    dense = [p for p in params if id(p) not in sparse_ids]
+    if rows and weight_decay:
+        raise ValueError("weight_decay does not apply to sparse embedding rows (LazyAdam); "
+                         "regularise the rows in the loss, or train densely")
+    optimizers: list[torch.optim.Optimizer] = []
+    if dense:
+        optimizers.append(torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay))
+    if rows:
+        optimizers.append(LazyAdam(rows, lr=lr))
+    return OptimizerStep([Update(optimizers, loss, after_step=after_step)])
 
 
 def trainable(module: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -180,6 +214,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def changing_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the part of ``module``'s state a stage can change: the parameters that require
+    gradients and every buffer. Frozen parameters (the pretrained bases of a mapping stage)
+    are left out, so best-state snapshots and checkpoints cost the stage, not the model."""
+    return {name: value.detach().clone()
+            for name, value in module.state_dict(keep_vars=True).items()
+            if not isinstance(value, torch.nn.Parameter) or value.requires_grad}
+
+
+def load_changing_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Put back a :func:`changing_state` snapshot (the frozen parameters are as they were)."""
+    unexpected = module.load_state_dict(state, strict=False).unexpected_keys
+    if unexpected:
+        raise KeyError(f"snapshot holds keys the module does not have: {unexpected[:5]}")
+
+
 def train_loop(
     module: torch.nn.Module,
     step: Step,
@@ -198,7 +248,8 @@ def train_loop(
     shuffled with the context's generator and cut into batches of ``batch_size`` rows.
     ``validate()`` returns ``(value, metric_name, higher_is_better)``; with it, training stops
     after ``patience`` epochs without improvement and the best state of ``module`` is restored.
-    With ``context.checkpoint_dir`` the stage is checkpointed every epoch and, with
+    With ``context.checkpoint_dir`` the stage is checkpointed (every
+    ``context.checkpoint_every`` epochs and at its end) and, with
     ``context.resume``, continues from its checkpoint (a finished stage is only reloaded).
     """
     if epochs < 1:
@@ -213,7 +264,7 @@ def train_loop(
     metric = None
     if ckpt is not None and context.resume and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
-        module.load_state_dict(state["module"])
+        load_changing_state(module, state["module"])
         step.load_state_dict(state["step"])
         context.generator.set_state(state["generator"].cpu())
         set_rng_state(state["rng"])
@@ -223,7 +274,7 @@ def train_loop(
         context.history.extend(state["history"])
         if state["done"]:
             if best_state is not None:
-                module.load_state_dict(best_state)
+                load_changing_state(module, best_state)
             module.eval()
             result = StageResult(stage, state["epoch"], best_epoch, best_value, metric)
             context.stages.append(result)
@@ -269,7 +320,7 @@ def train_loop(
             improved = best_value is None or (value > best_value if higher else value < best_value)
             if improved and math.isfinite(value):
                 best_value, best_epoch, bad_epochs = value, epoch, 0
-                best_state = copy.deepcopy(module.state_dict())
+                best_state = changing_state(module)
             else:
                 bad_epochs += 1
             bar.set_postfix(loss=f"{record['train_loss']:.4f}", **{metric: f"{value:.4f}"})
@@ -280,9 +331,9 @@ def train_loop(
         stage_history.append(record)
         context.history.append(record)
         done = done or epoch == epochs
-        if ckpt is not None:
+        if ckpt is not None and (done or epoch % context.checkpoint_every == 0):
             torch.save({
-                "module": module.state_dict(), "step": step.state_dict(),
+                "module": changing_state(module), "step": step.state_dict(),
                 "generator": context.generator.get_state(), "rng": rng_state(device),
                 "epoch": epoch, "best_value": best_value, "best_epoch": best_epoch,
                 "bad": bad_epochs, "best_state": best_state, "metric": metric,
@@ -292,7 +343,7 @@ def train_loop(
             break
     bar.close()
     if best_state is not None:
-        module.load_state_dict(best_state)
+        load_changing_state(module, best_state)
     module.eval()
     result = StageResult(stage, epoch, best_epoch, best_value, metric)
     context.stages.append(result)

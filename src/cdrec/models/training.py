@@ -12,10 +12,11 @@ fields, their bounds and their descriptions are written here and nowhere else::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from pydantic import Field, model_validator
+from torch import nn
 
 from cdrec.models.recommender import ModelConfig
 from cdrec.train import (
@@ -61,15 +62,37 @@ class TrainingConfig(ModelConfig):
         return data
 
 
+@runtime_checkable
+class HasSparseRows(Protocol):
+    """A module some of whose parameters get sparse gradients (e.g. a base trained with
+    ``sparse: true``): they step with a row-wise Adam."""
+
+    def sparse_rows(self) -> list[torch.Tensor]: ...
+
+
+def sparse_parameters(module: nn.Module) -> list[torch.Tensor]:
+    """Parameters of ``module`` that receive sparse gradients: ``nn.Embedding(sparse=True)``
+    tables and whatever submodules declare through ``sparse_rows()``."""
+    found: dict[int, torch.Tensor] = {}
+    for sub in module.modules():
+        if isinstance(sub, nn.Embedding) and sub.sparse and sub.weight.requires_grad:
+            found[id(sub.weight)] = sub.weight
+        if isinstance(sub, HasSparseRows):
+            found.update((id(p), p) for p in sub.sparse_rows())
+    return list(found.values())
+
+
 def fit_stage(module: torch.nn.Module, loss: LossFn, epoch_data: EpochData,
               settings: TrainingConfig, *, context: FitContext, stage: str,
               validate: Validate | None = None,
               parameters: Sequence[torch.nn.Parameter] | None = None,
               after_step: Callable[[], None] | None = None) -> StageResult:
     """Train ``parameters`` (default: every trainable parameter of ``module``) with Adam on
-    ``loss`` for one stage, as ``settings`` say; early-stop on ``validate``."""
+    ``loss`` for one stage, as ``settings`` say; early-stop on ``validate``. Parameters with
+    sparse gradients (:func:`sparse_parameters`) step with a row-wise Adam."""
     step = adam_step(parameters if parameters is not None else trainable(module), loss,
-                     lr=settings.lr, weight_decay=settings.weight_decay, after_step=after_step)
+                     lr=settings.lr, weight_decay=settings.weight_decay, after_step=after_step,
+                     sparse=sparse_parameters(module))
     return train_loop(module, step, epoch_data, context=context, stage=stage,
                       epochs=settings.epochs, batch_size=settings.batch_size,
                       validate=validate, patience=settings.patience)

@@ -82,15 +82,18 @@ class DNNBase(FactorBase):
         p = self.user_factors(users)
         return self.user_tower(p) if self.config.state_after_tower else p
 
+    def bias_rows(self) -> list[nn.Parameter]:
+        return [self.item_bias]
+
     def extra_penalty_rows(self, users: torch.Tensor, items: torch.Tensor
                            ) -> list[torch.Tensor]:
-        return [] if self.implicit else [self.item_bias[items]]
+        return [] if self.implicit else [self.rows(self.item_bias, items)]
 
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         u = state if self.config.state_after_tower else self.user_tower(state)
         out = (u * self.item_tower(self.item_factors(items))).sum(-1)
         if not self.implicit:
-            out = out + self.global_mean + self.item_bias[items]
+            out = out + self.global_mean + self.rows(self.item_bias, items)
         return out
 
 

@@ -43,15 +43,19 @@ class GMFBase(FactorBase):
         self.item_bias = nn.Parameter(torch.zeros(n_items), requires_grad=not implicit)
         self.register_buffer("global_mean", torch.tensor(0.0 if implicit else float(global_mean)))
 
+    def bias_rows(self) -> list[nn.Parameter]:
+        return [self.item_bias]
+
     def extra_penalty_rows(self, users: torch.Tensor, items: torch.Tensor
                            ) -> list[torch.Tensor]:
         # h is shared by the whole batch: counted once, it weighs as much as one embedding row.
-        return [self.h.unsqueeze(0)] + ([] if self.implicit else [self.item_bias[items]])
+        bias = [] if self.implicit else [self.rows(self.item_bias, items)]
+        return [self.h.unsqueeze(0), *bias]
 
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         out = (state * self.item_factors(items) * self.h).sum(-1)
         if not self.implicit:
-            out = out + self.global_mean + self.item_bias[items]
+            out = out + self.global_mean + self.rows(self.item_bias, items)
         return out
 
 

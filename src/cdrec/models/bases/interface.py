@@ -22,6 +22,7 @@ from torch import nn
 
 from cdrec.models.training import TrainingConfig
 from cdrec.nn.losses import l2_penalty
+from cdrec.nn.sparse import gather_rows
 
 
 class BaseConfig(TrainingConfig):
@@ -32,6 +33,9 @@ class BaseConfig(TrainingConfig):
     dim: int = Field(32, ge=1, description="embedding size of users and items")
     reg: float = Field(0.1, ge=0, description="L2 weight on the embedding rows of a batch")
     n_neg: int = Field(4, ge=1, description="sampled negatives per positive (implicit)")
+    sparse: bool = Field(False, description=(
+        "sparse gradients on the embedding rows a batch touches, stepped by a row-wise (lazy) "
+        "Adam: a step costs the batch, not the tables (false: dense Adam over every row)"))
     holdout: float = Field(0.05, ge=0, lt=1, description=(
         "fraction of a domain's training interactions held out for early stopping when no "
         "validation users apply to that domain"))
@@ -44,8 +48,9 @@ def weighted_mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Te
     return (values * weight).sum() / weight.sum().clamp_min(1e-12)
 
 
-def init_table(n: int, dim: int, std: float, generator: torch.Generator | None) -> nn.Embedding:
-    table = nn.Embedding(n, dim)
+def init_table(n: int, dim: int, std: float, generator: torch.Generator | None,
+               sparse: bool = False) -> nn.Embedding:
+    table = nn.Embedding(n, dim, sparse=sparse)
     with torch.no_grad():
         table.weight.copy_(torch.randn(n, dim, generator=generator) * std)
     return table
@@ -128,8 +133,27 @@ class FactorBase(EmbeddingBase):
                  generator: torch.Generator | None = None, init_std: float = 0.1,
                  user_factors: nn.Embedding | None = None) -> None:
         super().__init__(n_users, n_items, config, implicit=implicit, generator=generator)
-        self.user_factors = user_factors or init_table(n_users, config.dim, init_std, generator)
-        self.item_factors = init_table(n_items, config.dim, init_std, generator)
+        self.user_factors = user_factors or init_table(n_users, config.dim, init_std, generator,
+                                                       sparse=config.sparse)
+        self.item_factors = init_table(n_items, config.dim, init_std, generator,
+                                       sparse=config.sparse)
+
+    def rows(self, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``table[index]`` for a per-row parameter (a bias vector): sparse-gradient when the
+        base trains sparsely."""
+        return gather_rows(table, index, sparse=self.config.sparse)
+
+    def bias_rows(self) -> list[nn.Parameter]:
+        """The per-row bias vectors a subclass reads with :meth:`rows`."""
+        return []
+
+    def sparse_rows(self) -> list[torch.Tensor]:
+        """Parameters that get sparse gradients when ``sparse``: the factor tables and the
+        per-row biases (``cdrec.models.training.sparse_parameters`` collects them)."""
+        if not self.config.sparse:
+            return []
+        tables = [self.user_factors.weight, self.item_factors.weight, *self.bias_rows()]
+        return [p for p in tables if p.requires_grad]
 
     @property
     def user_dim(self) -> int:

@@ -55,19 +55,24 @@ class MFBase(FactorBase):
         p = self.user_factors(users)
         if not self.use_bias:
             return p
-        return torch.cat([p, self.user_bias[users].unsqueeze(-1)], -1)
+        return torch.cat([p, self.rows(self.user_bias, users).unsqueeze(-1)], -1)
 
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         dim = self.config.dim
         out = (state[..., :dim] * self.item_factors(items)).sum(-1)
         if self.use_bias:
-            out = out + self.global_mean + state[..., dim] + self.item_bias[items]
+            out = out + self.global_mean + state[..., dim] + self.rows(self.item_bias, items)
         return out
 
 
+    def bias_rows(self) -> list[nn.Parameter]:
+        return [self.user_bias, self.item_bias]
+
     def extra_penalty_rows(self, users: torch.Tensor, items: torch.Tensor
                            ) -> list[torch.Tensor]:
-        return [self.user_bias[users], self.item_bias[items]] if self.use_bias else []
+        if not self.use_bias:
+            return []
+        return [self.rows(self.user_bias, users), self.rows(self.item_bias, items)]
 
     def reset_users(self, users: torch.Tensor) -> None:
         super().reset_users(users)

@@ -18,7 +18,7 @@ from cdrec.models.bases.interface import EmbeddingBase
 from cdrec.models.bases.mf import MFBase, MFConfig
 from cdrec.models.bases.pretrain import new_base, users_without_data
 from cdrec.models.recommender import Recommender, validator
-from cdrec.models.registry import register
+from cdrec.models.registry import LABELLED_SCENARIOS, register
 from cdrec.models.training import fit_stage
 from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext, StageResult
@@ -42,14 +42,14 @@ class CMF(Recommender):
 
     Config = CMFConfig
     config: CMFConfig
-    supports = frozenset({"coldstart", "kfold_rating", "leave_one_out"})
+    supports = LABELLED_SCENARIOS
     models: nn.ModuleDict  # domain -> its MF base, all sharing one user table (set in ``_fit``)
     stage_: StageResult
 
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
         cfg = self.config
         names = train.domains
-        shared = nn.Embedding(train.data.n_users, cfg.dim)
+        shared = nn.Embedding(train.data.n_users, cfg.dim, sparse=cfg.sparse)
         with torch.no_grad():
             shared.weight.copy_(torch.randn(shared.weight.shape, generator=context.generator)
                                 * 0.1)
