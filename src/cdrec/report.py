@@ -14,22 +14,23 @@ import pandas as pd
 from cdrec.metrics import higher_is_better
 from cdrec.stats import align_per_user, paired_tests
 
-FLOORS = ("GlobalMean", "ItemMean", "Popularity")
 REFERENCE = "TGT"
 MARK_FLOOR, MARK_TGT, MARK_LOSS = "†", "‡", "▽"
 
 
 def significance_table(per_user: pd.DataFrame, results: dict[str, dict[str, dict[str, Any]]],
                        names: dict[str, str], metrics: list[str], *, alpha: float = 0.05,
-                       compare: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+                       compare: list[tuple[str, str]] | None = None,
+                       floors: list[str] | None = None) -> dict[str, Any]:
     """Paired tests of every model against the best floor and against TGT, per metric, and of
     each ``(model, baseline)`` of ``compare`` head to head (``head_to_head``).
 
     Pairs are (seed, test user): each seed's split has its own test users and every model is
-    evaluated on the same ones, so pooling seeds keeps the pairing. Floors are the
-    non-personalised models (``FLOORS``); the best is the one with the best mean main metric.
+    evaluated on the same ones, so pooling seeds keeps the pairing. ``floors`` are the labels of
+    the non-personalised models (their classes say ``is_floor``); the best is the one with the
+    best mean main metric.
     """
-    floors = [label for label, name in names.items() if name in FLOORS]
+    floors = [label for label in names if label in set(floors or [])]
     main = metrics[0]
     best_floor = None
     if floors:

@@ -22,7 +22,7 @@ import yaml
 
 from cdrec.config import RunConfig, fingerprint, load_data
 from cdrec.filenames import safe_name
-from cdrec.models import build_model
+from cdrec.models import available_models, build_model
 from cdrec.models.bases.cache import BaseCache
 from cdrec.split import Split
 from cdrec.train import FitContext, resolve_device, seed_everything
@@ -91,8 +91,10 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     users_df = pd.concat(per_user, ignore_index=True)
     users_df.to_parquet(out / "per_user.parquet", index=False)
     names = {label: config.model_params(label)[0] for label in labels}
+    models = available_models()
+    floors = [label for label, name in names.items() if models[name].is_floor]
     signif = significance_table(users_df, results, names, main_metrics(users_df),
-                                compare=config.compare)
+                                compare=config.compare, floors=floors)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "significance.json").write_text(json.dumps(signif, indent=1))
     (out / "splits.json").write_text(json.dumps(split_info, indent=1))

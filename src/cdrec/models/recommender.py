@@ -31,6 +31,8 @@ class Recommender(nn.Module, ABC):
 
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     supports: ClassVar[frozenset[str]] = frozenset()
+    # A non-personalised model: the result tables mark every model against the best floor.
+    is_floor: ClassVar[bool] = False
     registered_name: ClassVar[str] = ""
 
     def __init__(self, **params: object) -> None:

@@ -23,7 +23,12 @@ import torch
 from pydantic import Field
 
 from cdrec.models.bases.interface import EmbeddingBase
-from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod, mapping_network
+from cdrec.models.coldstart.transfer import (
+    TransferConfig,
+    TransferMethod,
+    mapping_network,
+    ridge_mapping,
+)
 from cdrec.models.recommender import validator
 from cdrec.models.registry import register
 from cdrec.models.training import TrainingConfig, fit_stage
@@ -32,10 +37,19 @@ from cdrec.train import FitContext, trainable
 
 
 class EMCDRConfig(TransferConfig, TrainingConfig):
-    training_defaults: ClassVar[dict[str, Any]] = {"epochs": 500, "batch_size": 256, "lr": 0.005, "patience": 20}
+    training_defaults: ClassVar[dict[str, Any]] = {"epochs": 500, "batch_size": 256,
+                                                   "lr": 0.005, "patience": 20}
 
-    mapping: Literal["linear", "mlp"] = "mlp"
+    mapping: Literal["linear", "mlp", "ridge"] = Field("mlp", description=(
+        "linear (Eq. 4) or MLP (Eq. 6) trained by Adam, or the linear map in closed form with "
+        "a ridge penalty (cdrec's addition; no epochs)"))
     hidden_factor: int = Field(2, ge=1, description="MLP hidden size = hidden_factor * input size")
+    ridge: float = Field(0.01, ge=0, description=(
+        "ridge penalty of mapping: ridge when no validation users are given"))
+    ridge_grid: list[float] | None = Field(
+        default_factory=lambda: [1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0], description=(
+            "with validation users, the ridge penalty is chosen from this grid on them; "
+            "null keeps `ridge`"))
 
 
 @register("EMCDR")
@@ -48,6 +62,9 @@ class EMCDR(TransferMethod):
     def _fit_transfer(self, train: TrainView, overlap: torch.Tensor,
                       validation: Evaluator | None, context: FitContext) -> None:
         cfg = self.config
+        if cfg.mapping == "ridge":
+            self._fit_ridge(overlap, validation)
+            return
         self.transfer_ = mapping_network(cfg.mapping, self.source_.user_dim,
                                          self.target_.user_dim, cfg.hidden_factor)
         self.transfer_.to(context.device)
@@ -61,3 +78,22 @@ class EMCDR(TransferMethod):
 
         fit_stage(self, loss_fn, lambda gen: [overlap], cfg, context=context, stage="mapping",
                   validate=validator(self, validation), parameters=trainable(self.transfer_))
+
+    def _fit_ridge(self, overlap: torch.Tensor, validation: Evaluator | None) -> None:
+        """The closed-form map; its penalty chosen on the validation users (as ItemMean's
+        shrinkage is), never on test users."""
+        with torch.no_grad():
+            x, y = self.source_.user_state(overlap), self.target_.user_state(overlap)
+        alphas = self.config.ridge_grid if validation is not None and self.config.ridge_grid \
+            else [self.config.ridge]
+        scores = []
+        for alpha in alphas:
+            self.transfer_ = ridge_mapping(x, y, alpha)
+            if validation is not None and len(alphas) > 1:
+                scores.append(validation.evaluate(self)[validation.main_metric])
+        if scores and validation is not None:
+            pick = max if validation.higher_is_better else min
+            best = scores.index(pick(scores))
+            self.transfer_ = ridge_mapping(x, y, alphas[best])
+            self.selected_ = {"ridge": alphas[best],
+                              f"validation_{validation.main_metric}": scores[best]}

@@ -108,6 +108,23 @@ def restrict_to_users(train: TrainView, users: torch.Tensor) -> TrainView:
                      train.target, train.implicit)
 
 
+def ridge_mapping(source: torch.Tensor, target: torch.Tensor, alpha: float) -> nn.Linear:
+    """The linear map ``f(u) = W u + b`` minimising
+    ``(1/n) sum_u ||f(U^s_u) - U^t_u||^2 + alpha ||W||^2`` (EMCDR Eq. 3 with the linear f of
+    Eq. 4, plus a ridge penalty; the bias is not penalised), in closed form (float64)."""
+    x = source.double()
+    x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], 1)
+    n, d = x.shape
+    penalty = torch.eye(d, dtype=x.dtype, device=x.device) * alpha
+    penalty[-1, -1] = 0.0
+    solution = torch.linalg.solve(x.T @ x / n + penalty, x.T @ target.double() / n)  # [d, out]
+    linear = nn.Linear(d - 1, target.shape[1]).to(source.device)
+    with torch.no_grad():
+        linear.weight.copy_(solution[:-1].T.float())
+        linear.bias.copy_(solution[-1].float())
+    return linear
+
+
 def mapping_network(kind: str, dim_in: int, dim_out: int, hidden_factor: int = 2) -> nn.Module:
     """EMCDR's mapping: linear (Eq. 4) or MLP with one tanh hidden layer (Eq. 6)."""
     if kind == "linear":

@@ -16,6 +16,7 @@ class PerDomainTable(Recommender):
     """Base for models whose prediction is a lookup in one score table per domain."""
 
     supports = LABELLED_SCENARIOS
+    is_floor = True
 
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
         self.domains_ = list(train.domains)
