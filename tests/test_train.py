@@ -43,30 +43,33 @@ def _regression_problem():
     return x, y
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
+def _regression_fit(ckpt, fail_after=None, epochs=6, every=1):
+    """A linear regression trained by the loop with checkpoints; with ``fail_after`` it is
+    killed (KeyboardInterrupt) after that many batches (8 batches an epoch)."""
     x, y = _regression_problem()
+    torch.manual_seed(0)
+    net = torch.nn.Linear(8, 1)
+    calls = {"n": 0}
 
-    def run(ckpt, fail_after=None):
-        torch.manual_seed(0)
-        net = torch.nn.Linear(8, 1)
-        calls = {"n": 0}
+    def loss_fn(batch):
+        calls["n"] += 1
+        if fail_after is not None and calls["n"] > fail_after:
+            raise KeyboardInterrupt
+        bx, by = batch
+        return (net(bx) - by).pow(2).mean()
 
-        def loss_fn(batch):
-            calls["n"] += 1
-            if fail_after is not None and calls["n"] > fail_after:
-                raise KeyboardInterrupt
-            bx, by = batch
-            return (net(bx) - by).pow(2).mean()
+    ctx = FitContext(seed=5, progress=False, checkpoint_dir=ckpt, resume=True,
+                     checkpoint_every=every)
+    train_loop(net, adam_step(net.parameters(), loss_fn, lr=0.01), lambda g: [x, y],
+               context=ctx, stage="reg", epochs=epochs, batch_size=64)
+    return net.weight.detach().clone(), ctx
 
-        ctx = FitContext(seed=5, progress=False, checkpoint_dir=ckpt, resume=True)
-        train_loop(net, adam_step(net.parameters(), loss_fn, lr=0.01), lambda g: [x, y],
-                   context=ctx, stage="reg", epochs=6, batch_size=64)
-        return net.weight.detach().clone(), ctx
 
-    straight, _ = run(tmp_path / "a")
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path):
+    straight, _ = _regression_fit(tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "b", fail_after=8 * 3 + 2)  # dies in epoch 4 (8 batches an epoch)
-    resumed, ctx = run(tmp_path / "b")
+        _regression_fit(tmp_path / "b", fail_after=8 * 3 + 2)  # dies in epoch 4
+    resumed, ctx = _regression_fit(tmp_path / "b")
     assert torch.equal(straight, resumed)
     assert [h["epoch"] for h in ctx.history] == [1, 2, 3, 4, 5, 6]
 
@@ -243,30 +246,11 @@ def test_a_non_finite_loss_names_the_update_stage_and_epoch():
 
 
 def test_checkpoints_at_an_interval_resume_to_the_same_numbers(tmp_path):
-    x, y = _regression_problem()
-
-    def run(ckpt, fail_after=None):
-        torch.manual_seed(0)
-        net = torch.nn.Linear(8, 1)
-        calls = {"n": 0}
-
-        def loss_fn(batch):
-            calls["n"] += 1
-            if fail_after is not None and calls["n"] > fail_after:
-                raise _Interrupt
-            return (net(batch[0]) - batch[1]).pow(2).mean()
-
-        ctx = FitContext(seed=5, progress=False, checkpoint_dir=ckpt, resume=True,
-                         checkpoint_every=3)
-        train_loop(net, adam_step(net.parameters(), loss_fn, lr=0.01), lambda g: [x, y],
-                   context=ctx, stage="reg", epochs=7, batch_size=64)
-        return net.weight.detach().clone(), ctx
-
-    straight, _ = run(tmp_path / "a")
-    with pytest.raises(_Interrupt):
-        run(tmp_path / "b", fail_after=8 * 5 + 2)  # dies in epoch 6; last checkpoint: epoch 3
+    straight, _ = _regression_fit(tmp_path / "a", epochs=7, every=3)
+    with pytest.raises(KeyboardInterrupt):  # dies in epoch 6; the last checkpoint is epoch 3's
+        _regression_fit(tmp_path / "b", fail_after=8 * 5 + 2, epochs=7, every=3)
     assert torch.load(tmp_path / "b" / "reg.pt", weights_only=True)["epoch"] == 3
-    resumed, ctx = run(tmp_path / "b")
+    resumed, ctx = _regression_fit(tmp_path / "b", epochs=7, every=3)
     assert torch.equal(straight, resumed)
     assert [h["epoch"] for h in ctx.history] == [1, 2, 3, 4, 5, 6, 7]
     with pytest.raises(ValueError, match="checkpoint_every"):
