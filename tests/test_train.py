@@ -273,3 +273,20 @@ def test_a_mapping_stage_snapshots_only_what_it_trains(tmp_path, transfer_data):
         assert params == {n for n, _ in model.transfer_.named_parameters(prefix="transfer_")}
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert any(n.startswith("source_.") for n in frozen)  # in the model, not in the snapshot
+
+
+def test_a_stage_that_writes_to_a_frozen_parameter_is_refused():
+    """Snapshots leave frozen parameters out: a stage that changed one would restore a mix of
+    epochs, so the loop refuses it instead of diverging silently."""
+    x, y = _regression_problem()
+    net = torch.nn.Sequential(torch.nn.Linear(8, 1), torch.nn.Linear(1, 1))
+    net[1].weight.requires_grad_(False)
+
+    def leaky_after_step():
+        net[1].weight.mul_(0.99)  # an in-place write to a frozen parameter
+
+    step = adam_step(net[0].parameters(), lambda b: (net(b[0]) - b[1]).pow(2).mean(), lr=0.01,
+                     after_step=leaky_after_step)
+    with pytest.raises(RuntimeError, match=r"wrote to frozen parameters \['1.weight'\]"):
+        train_loop(net, step, lambda g: [x, y], context=FitContext(progress=False), stage="s",
+                   epochs=2, batch_size=64)

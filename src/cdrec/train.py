@@ -23,6 +23,7 @@ that alternates stages until a tolerance), each round's stages checkpointed unde
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -113,7 +114,7 @@ class Step(Protocol):
 @dataclass
 class Update:
     """One loss and the optimiser(s) that step on it: ``loss(batch)``, backward, ``step()`` of
-    each optimiser (several when parameter groups need different ones, e.g. ``SparseAdam`` for
+    each optimiser (several when parameter groups need different ones, e.g. ``LazyAdam`` for
     embedding rows with sparse gradients and ``Adam`` for the rest), then ``after_step()``
     under ``no_grad`` (e.g. a projection onto a constraint set)."""
 
@@ -225,9 +226,30 @@ def changing_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def load_changing_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Put back a :func:`changing_state` snapshot (the frozen parameters are as they were)."""
-    unexpected = module.load_state_dict(state, strict=False).unexpected_keys
-    if unexpected:
-        raise KeyError(f"snapshot holds keys the module does not have: {unexpected[:5]}")
+    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+    result = module.load_state_dict(state, strict=False)
+    missing = sorted(set(result.missing_keys) - frozen)
+    if result.unexpected_keys or missing:
+        raise KeyError(f"snapshot does not fit the module: unexpected "
+                       f"{result.unexpected_keys[:5]}, missing trainable {missing[:5]}")
+
+
+class _FrozenGuard:
+    """Snapshots and checkpoints leave frozen parameters out, so a stage must not change them:
+    this records their versions (``Tensor._version`` counts in-place writes) and checks."""
+
+    def __init__(self, module: torch.nn.Module, stage: str) -> None:
+        self.stage = stage
+        self.frozen = {name: p for name, p in module.named_parameters() if not p.requires_grad}
+        self.versions = {name: p._version for name, p in self.frozen.items()}
+
+    def check(self) -> None:
+        changed = [name for name, p in self.frozen.items() if p._version != self.versions[name]]
+        if changed:
+            raise RuntimeError(
+                f"stage {self.stage} wrote to frozen parameters {changed[:5]}; a stage's "
+                "snapshots and checkpoints hold only parameters that require gradients, so "
+                "let them require gradients (and leave them out of the optimiser) instead")
 
 
 def train_loop(
@@ -280,6 +302,7 @@ def train_loop(
             context.stages.append(result)
             return result
 
+    guard = _FrozenGuard(module, stage)
     stage_history: list[dict[str, float | int | str]] = [
         h for h in context.history if h.get("stage") == stage and h.get("label") == context.label
     ]
@@ -331,8 +354,9 @@ def train_loop(
         stage_history.append(record)
         context.history.append(record)
         done = done or epoch == epochs
+        guard.check()
         if ckpt is not None and (done or epoch % context.checkpoint_every == 0):
-            torch.save({
+            _atomic_save({
                 "module": changing_state(module), "step": step.state_dict(),
                 "generator": context.generator.get_state(), "rng": rng_state(device),
                 "epoch": epoch, "best_value": best_value, "best_epoch": best_epoch,
@@ -375,6 +399,14 @@ def run_schedule(stages: Sequence[tuple[str, StageFn]], *, rounds: int,
         if converged is not None and converged(round_results):
             break
     return results
+
+
+def _atomic_save(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a crash mid-write leaves the previous
+    checkpoint, never a truncated one that ``--resume`` would fail on."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def _checkpoint_path(context: FitContext, stage: str) -> Path | None:

@@ -1,6 +1,6 @@
 """The scenario registry: a name per evaluation protocol, its typed parameters, and the
-``Split`` it builds. Adding a scenario is one module that defines a dataclass and decorates it
-with :func:`register_scenario`, plus its import in ``cdrec/scenarios/__init__.py``.
+``Split`` it builds. Adding a scenario is one module in ``cdrec/scenarios/`` that defines a
+dataclass and decorates it with :func:`register_scenario` (the package imports every module).
 
 A scenario class is a frozen dataclass: its fields are the protocol's parameters (types checked
 by pydantic when built from a config, so a wrong type or unknown key is refused before any data

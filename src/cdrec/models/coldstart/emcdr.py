@@ -17,7 +17,7 @@ original EMCDR setting (TMCDR's ``EMCDR_ori``); by default the bases use all tra
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -44,9 +44,9 @@ class EMCDRConfig(TransferConfig, TrainingConfig):
         "linear (Eq. 4) or MLP (Eq. 6) trained by Adam, or the linear map in closed form with "
         "a ridge penalty (cdrec's addition; no epochs)"))
     hidden_factor: int = Field(2, ge=1, description="MLP hidden size = hidden_factor * input size")
-    ridge: float = Field(0.01, ge=0, description=(
+    ridge: float = Field(0.01, gt=0, description=(
         "ridge penalty of mapping: ridge when no validation users are given"))
-    ridge_grid: list[float] | None = Field(
+    ridge_grid: list[Annotated[float, Field(gt=0)]] | None = Field(
         default_factory=lambda: [1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0], description=(
             "with validation users, the ridge penalty is chosen from this grid on them; "
             "null keeps `ridge`"))

@@ -6,7 +6,7 @@ the method below is reconstructed from its published description, and the equati
 ours, in the paper's order.
 
 1. Latent space modelling (Eq. 1): a metric-learning base in each domain, CML by default
-   (``cdrec.models.cml``): users and items are points of one space, an interaction is a short
+   (``cdrec.models.bases.cml``): users and items are points of one space, an interaction is a short
    distance, trained with the hinge  [m + d(u, i)^2 - d(u, j)^2]_+  inside the unit ball.
 2. Semi-supervised mapping f (an MLP, as EMCDR's, with one tanh hidden layer of 2 x dim):
 

@@ -7,6 +7,10 @@ which mixes who rated an item into its average. A cold-start user has no target 
 nothing personal is lost: this is the floor a transfer method must beat, and it costs one MF
 fit. Early stopping judges the floor's own predictions on the validation users; in the
 cold-start scenario the MF sees the target domain only (as TGT), elsewhere each domain.
+
+In cold-start, BiasFloor's predictions are TGT's: TGT's cold users have zero factors and zero
+bias, so TGT predicts them ``mu + b_i`` too, trained and early-stopped the same way. It differs
+from TGT where users are warm (``kfold_rating``), and names the floor explicitly in a table.
 """
 
 from __future__ import annotations
