@@ -111,8 +111,8 @@ def synthetic(args: argparse.Namespace) -> None:
     print(f"synthetic skewed two-domain data (cdrec.data.synthetic), MF squared-loss epoch on "
           f"domain a, batch {args.batch_size}, median of {args.epochs} epochs, torch threads "
           f"{torch.get_num_threads()}")
-    print(f"| ratings (both domains) | rows trained | users | items | dense rows/s | "
-          f"sparse rows/s | peak RSS |")
+    print("| ratings (both domains) | rows trained | users | items | dense rows/s | "
+          "sparse rows/s | peak RSS |")
     print("|---|---|---|---|---|---|---|")
     results = []
     for n in args.ratings:
