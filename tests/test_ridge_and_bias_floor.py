@@ -88,3 +88,20 @@ def test_the_report_marks_against_every_declared_floor(tmp_path):
     out = run(cfg)
     assert out["significance"]["best_floor"] == "BiasFloor"  # declared by its class
     assert set(out["significance"]["tests"]["TGT"]) == {"BiasFloor"}
+
+
+def test_the_best_floor_is_chosen_on_validation_users(tmp_path):
+    from cdrec.config import load_config
+    from cdrec.runner import run
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "quickstart.yaml", [
+        "seeds=[0, 1]", "progress=false", f"output_dir={tmp_path}",
+        "models={ItemMean: {}, GlobalMean: {}, BiasFloor: {epochs: 3}, TGT: {epochs: 3}}"])
+    out = run(cfg)
+    signif, results = out["significance"], out["results"]
+    assert signif["best_floor_chosen_on"] == "validation"
+    floors = ["ItemMean", "GlobalMean", "BiasFloor"]
+    by_validation = min(floors, key=lambda f: results[f]["validation_RMSE"]["mean"])
+    assert signif["best_floor"] == by_validation
+    assert len(results["GlobalMean"]["validation_RMSE"]["per_seed"]) == 2  # floors scored too

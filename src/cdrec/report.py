@@ -21,26 +21,35 @@ MARK_FLOOR, MARK_TGT, MARK_LOSS = "†", "‡", "▽"
 def significance_table(per_user: pd.DataFrame, results: dict[str, dict[str, dict[str, Any]]],
                        names: dict[str, str], metrics: list[str], *, alpha: float = 0.05,
                        compare: list[tuple[str, str]] | None = None,
-                       floors: list[str] | None = None) -> dict[str, Any]:
+                       floors: list[str] | None = None,
+                       selection_metric: str | None = None) -> dict[str, Any]:
     """Paired tests of every model against the best floor and against TGT, per metric, and of
     each ``(model, baseline)`` of ``compare`` head to head (``head_to_head``).
 
     Pairs are (seed, test user): each seed's split has its own test users and every model is
     evaluated on the same ones, so pooling seeds keeps the pairing. ``floors`` are the labels of
     the non-personalised models (their classes say ``is_floor``); the best is the one with the
-    best mean main metric.
+    best mean ``validation_<selection_metric>`` (validation users, never test users). Only if a
+    floor lacks that score (a result saved by an older version) is it the best test mean, and
+    ``best_floor_chosen_on`` says so.
     """
     floors = [label for label in names if label in set(floors or [])]
     main = metrics[0]
-    best_floor = None
+    best_floor, chosen_on = None, None
     if floors:
-        key = [results[f][main]["mean"] for f in floors]
-        pick = max if higher_is_better(main) else min
+        on_validation = selection_metric is not None and all(
+            f"validation_{selection_metric}" in results[f] for f in floors)
+        key_metric = f"validation_{selection_metric}" if on_validation else main
+        direction = selection_metric if on_validation else main
+        key = [results[f][key_metric]["mean"] for f in floors]
+        pick = max if higher_is_better(str(direction)) else min
         best_floor = floors[key.index(pick(key))]
+        chosen_on = "validation" if on_validation else "test"
     tgt = next((label for label, name in names.items() if name == REFERENCE), None)
     # Multi-domain protocols evaluate a user once per domain: pair on (seed, domain, user).
     keys = ("seed", "domain", "user") if "domain" in per_user.columns else ("seed", "user")
-    out: dict[str, Any] = {"best_floor": best_floor, "reference": tgt, "alpha": alpha,
+    out: dict[str, Any] = {"best_floor": best_floor, "best_floor_chosen_on": chosen_on,
+                           "reference": tgt, "alpha": alpha,
                            "metrics": metrics,
                            "higher_is_better": {m: higher_is_better(m) for m in metrics},
                            "pairs": f"({', '.join(keys)})", "tests": {}}

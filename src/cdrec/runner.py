@@ -51,9 +51,12 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     per_user: list[pd.DataFrame] = []
     history: list[dict[str, Any]] = []
     split_info: dict[int, Any] = {}
+    selection_metric: str | None = None
     for seed in config.seeds:
         split: Split = scenario.split(data, seed)
         split_info[seed] = split.info
+        if split.validation is not None:
+            selection_metric = split.validation.main_metric
         cache = BaseCache()  # models over the same base pretrain it once per split
         for label in labels:
             record_path = seed_dir / f"{safe_name(label)}_seed{seed}.json"
@@ -94,7 +97,8 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     models = available_models()
     floors = [label for label, name in names.items() if models[name].is_floor]
     signif = significance_table(users_df, results, names, main_metrics(users_df),
-                                compare=config.compare, floors=floors)
+                                compare=config.compare, floors=floors,
+                                selection_metric=selection_metric)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "significance.json").write_text(json.dumps(signif, indent=1))
     (out / "splits.json").write_text(json.dumps(split_info, indent=1))
@@ -145,6 +149,11 @@ def _fit_one(config: RunConfig, label: str, seed: int, split: Split, device: tor
         metrics[f"validation_{chosen.metric}"] = float(chosen.best_value)
     for key, value in getattr(model, "selected_", {}).items():  # choices made without epochs
         metrics[key if key.startswith("validation_") else f"selected_{key}"] = float(value)
+    if split.validation is not None:
+        # Every model's validation score (floors without epochs too): the report chooses the
+        # best floor on it, not on the test users.
+        main = split.validation.main_metric
+        metrics.setdefault(f"validation_{main}", float(split.validation.evaluate(model)[main]))
     return ({"model": label, "seed": seed, "metrics": metrics,
              "stages": [asdict(s) for s in context.stages],
              "history": [{**h, "model": label, "seed": seed} for h in context.history]},
