@@ -77,28 +77,25 @@ def test_bias_floor_predicts_the_target_mfs_mu_plus_item_bias(split):
                                                      FitContext(progress=False))
 
 
-def test_the_report_marks_against_every_declared_floor(tmp_path):
+def quickstart_run(tmp_path, models: str, seeds: str) -> dict:
+    """``cdrec run`` of the quickstart config (shipped sample) with other models and seeds."""
     from cdrec.config import load_config
     from cdrec.runner import run
 
     root = Path(__file__).resolve().parents[1]
-    cfg = load_config(root / "configs" / "quickstart.yaml", [
-        "seeds=[0]", "progress=false", f"output_dir={tmp_path}",
-        "models={BiasFloor: {epochs: 3}, TGT: {epochs: 3}}"])
-    out = run(cfg)
+    return run(load_config(root / "configs" / "quickstart.yaml", [
+        f"seeds={seeds}", "progress=false", f"output_dir={tmp_path}", f"models={models}"]))
+
+
+def test_the_report_marks_against_every_declared_floor(tmp_path):
+    out = quickstart_run(tmp_path, "{BiasFloor: {epochs: 3}, TGT: {epochs: 3}}", "[0]")
     assert out["significance"]["best_floor"] == "BiasFloor"  # declared by its class
     assert set(out["significance"]["tests"]["TGT"]) == {"BiasFloor"}
 
 
 def test_the_best_floor_is_chosen_on_validation_users(tmp_path):
-    from cdrec.config import load_config
-    from cdrec.runner import run
-
-    root = Path(__file__).resolve().parents[1]
-    cfg = load_config(root / "configs" / "quickstart.yaml", [
-        "seeds=[0, 1]", "progress=false", f"output_dir={tmp_path}",
-        "models={ItemMean: {}, GlobalMean: {}, BiasFloor: {epochs: 3}, TGT: {epochs: 3}}"])
-    out = run(cfg)
+    out = quickstart_run(tmp_path, "{ItemMean: {}, GlobalMean: {}, BiasFloor: {epochs: 3}, "
+                                   "TGT: {epochs: 3}}", "[0, 1]")
     signif, results = out["significance"], out["results"]
     assert signif["best_floor_chosen_on"] == "validation"
     floors = ["ItemMean", "GlobalMean", "BiasFloor"]
