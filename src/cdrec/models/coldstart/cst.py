@@ -101,7 +101,8 @@ class CST(Recommender):
         copy_coordinates(self.source_, self.target_, cfg.init_items)
         users = torch.arange(train.data.n_users, device=context.device)
         with torch.no_grad():
-            self.register_buffer("anchor_", self.source_.user_state(users).detach().clone())
+            self.register_buffer("anchor_", self.source_.user_state(users).detach().clone(),
+                                 persistent=False)
 
         target: EmbeddingBase = self.target_
         dom = view.data[target_name]

@@ -101,8 +101,8 @@ class DCDCSR(TransferMethod):
         source: EmbeddingBase = self.source_
         target: EmbeddingBase = self.target_
         w_source, w_target = benchmark_weights(train)
-        self.register_buffer("w_source_", w_source.to(context.device))
-        self.register_buffer("w_target_", w_target.to(context.device))
+        self.register_buffer("w_source_", w_source.to(context.device), persistent=False)
+        self.register_buffer("w_target_", w_target.to(context.device), persistent=False)
         # Both bases share one config, so U^s, U^t and B have one size.
         self.transfer_ = deep_mapping(source.user_dim, target.user_dim, cfg.depth,
                                       cfg.hidden_factor).to(context.device)

@@ -128,8 +128,8 @@ class SSCDR(TransferMethod):
         source_name, _ = train.transfer_domains()
         dom = train.data[source_name]
         rows = dom.interactions
-        self.register_buffer("neighbour_user_", rows.user.to(context.device))
-        self.register_buffer("neighbour_item_", rows.item.to(context.device))
+        self.register_buffer("neighbour_user_", rows.user.to(context.device), persistent=False)
+        self.register_buffer("neighbour_item_", rows.item.to(context.device), persistent=False)
         observed = observed_keys(rows.user, rows.item, dom.n_items)
         n_neg = self.config.base_settings().n_neg
         n_pairs, n_overlap = len(rows), overlap.numel()

@@ -75,7 +75,9 @@ class TransferMethod(Recommender):
         self.domains_ = (source, target)
         has_target = torch.ones(train.data.n_users, dtype=torch.bool)
         has_target[users_without_data(view, target)] = False
-        self.register_buffer("has_target_", has_target.to(context.device))
+        # Derived from the training data here, so kept out of state dicts and checkpoints (as
+        # every buffer a method computes in _fit): a resumed fit recomputes it.
+        self.register_buffer("has_target_", has_target.to(context.device), persistent=False)
         self._fit_transfer(train, overlap, validation, context)
 
     @abstractmethod
