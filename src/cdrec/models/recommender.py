@@ -9,7 +9,7 @@ paper's), ``fit`` learns and leaves learned state on the module, ``predict`` sco
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar, Self
 
 import torch
@@ -91,6 +91,23 @@ def validator(model: Recommender, evaluator: Evaluator | None
         return evaluator.evaluate(model)[metric], metric, evaluator.higher_is_better
 
     return validate
+
+
+def choose_on_validation(model: Recommender, name: str, grid: Sequence[float],
+                         apply: Callable[[float], None], validation: Evaluator
+                         ) -> dict[str, float]:
+    """Model selection without epochs: ``apply`` each value of ``grid`` to ``model``, score it
+    on ``validation`` (never the test cases), and leave the best applied. Returns what the
+    runner records: ``{name: best value, "validation_<metric>": its score}``."""
+    metric = validation.main_metric
+    scores = []
+    for value in grid:
+        apply(value)
+        scores.append(validation.evaluate(model)[metric])
+    pick = max if validation.higher_is_better else min
+    best = scores.index(pick(scores))
+    apply(grid[best])
+    return {name: float(grid[best]), f"validation_{metric}": scores[best]}
 
 
 def validation_for(evaluator: Evaluator | None, domain: str) -> Evaluator | None:

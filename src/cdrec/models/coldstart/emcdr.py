@@ -29,7 +29,7 @@ from cdrec.models.coldstart.transfer import (
     mapping_network,
     ridge_mapping,
 )
-from cdrec.models.recommender import validator
+from cdrec.models.recommender import choose_on_validation, validator
 from cdrec.models.registry import register
 from cdrec.models.training import TrainingConfig, fit_stage
 from cdrec.split import Evaluator, TrainView
@@ -84,16 +84,12 @@ class EMCDR(TransferMethod):
         shrinkage is), never on test users."""
         with torch.no_grad():
             x, y = self.source_.user_state(overlap), self.target_.user_state(overlap)
-        alphas = self.config.ridge_grid if validation is not None and self.config.ridge_grid \
-            else [self.config.ridge]
-        scores = []
-        for alpha in alphas:
+
+        def apply(alpha: float) -> None:
             self.transfer_ = ridge_mapping(x, y, alpha)
-            if validation is not None and len(alphas) > 1:
-                scores.append(validation.evaluate(self)[validation.main_metric])
-        if scores and validation is not None:
-            pick = max if validation.higher_is_better else min
-            best = scores.index(pick(scores))
-            self.transfer_ = ridge_mapping(x, y, alphas[best])
-            self.selected_ = {"ridge": alphas[best],
-                              f"validation_{validation.main_metric}": scores[best]}
+
+        grid = self.config.ridge_grid
+        if validation is None or not grid:
+            apply(self.config.ridge)
+        else:
+            self.selected_ = choose_on_validation(self, "ridge", grid, apply, validation)

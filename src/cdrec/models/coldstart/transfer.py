@@ -120,7 +120,8 @@ def ridge_mapping(source: torch.Tensor, target: torch.Tensor, alpha: float) -> n
     penalty = torch.eye(d, dtype=x.dtype, device=x.device) * alpha
     penalty[-1, -1] = 0.0
     solution = torch.linalg.solve(x.T @ x / n + penalty, x.T @ target.double() / n)  # [d, out]
-    linear = nn.Linear(d - 1, target.shape[1]).to(source.device)
+    # skip_init: the weights are overwritten, so no random initialisation is drawn.
+    linear = nn.utils.skip_init(nn.Linear, d - 1, target.shape[1], device=source.device)
     with torch.no_grad():
         linear.weight.copy_(solution[:-1].T.float())
         linear.bias.copy_(solution[-1].float())

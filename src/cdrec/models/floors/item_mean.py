@@ -6,7 +6,7 @@ import torch
 from pydantic import Field
 
 from cdrec.models.floors.table import PerDomainTable
-from cdrec.models.recommender import ModelConfig
+from cdrec.models.recommender import ModelConfig, choose_on_validation
 from cdrec.models.registry import register
 from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext
@@ -36,16 +36,13 @@ class ItemMean(PerDomainTable):
         if validation is None or not grid:
             super()._fit(train, validation, context)
             return
-        scores = []
-        for k in grid:  # a floor gets the same model selection as the models it is compared to
+
+        def apply(k: float) -> None:
             self.shrinkage_ = k
-            super()._fit(train, validation, context)
-            scores.append(validation.evaluate(self)[validation.main_metric])
-        pick = max if validation.higher_is_better else min
-        self.shrinkage_ = grid[scores.index(pick(scores))]
-        self.selected_ = {"shrinkage": self.shrinkage_,
-                          f"validation_{validation.main_metric}": pick(scores)}
-        super()._fit(train, validation, context)
+            super(ItemMean, self)._fit(train, validation, context)
+
+        # A floor gets the same model selection as the models it is compared to.
+        self.selected_ = choose_on_validation(self, "shrinkage", grid, apply, validation)
 
     def _table(self, items: torch.Tensor, ratings: torch.Tensor, n_items: int) -> torch.Tensor:
         mu = ratings.mean()
