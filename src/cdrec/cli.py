@@ -31,10 +31,25 @@ def run(
     device: Annotated[str | None, typer.Option(help="cpu, cuda or cuda:N (overrides config)")]
     = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    nproc: Annotated[int, typer.Option(help=(
+        "data-parallel processes on this machine (torchrun, gloo on 127.0.0.1); for several "
+        "machines start `torchrun ... -m cdrec run` on each, see the README"))] = 1,
 ) -> None:
     """Train and evaluate every model of CONFIG for every seed; print the results table."""
+    from cdrec import distributed
     from cdrec.config import load_configs
     from cdrec.runner import run as run_config
+
+    if nproc != 1:
+        argv = ["run", str(config), *(overrides or [])]
+        argv += ["--resume"] if resume else []
+        argv += [f"--device={device}"] if device else []
+        argv += ["--quiet"] if quiet else []
+        try:
+            distributed.launch(nproc, argv)
+        except ValueError as err:
+            fail(err)
+        return
 
     extra = list(overrides or [])
     if device:
@@ -47,8 +62,9 @@ def run(
             if len(configs) > 1:
                 typer.secho(f"== {cfg.name}", bold=True)
             out = run_config(cfg, resume=resume)
-            typer.echo(out["table"])
-            typer.echo(f"written to {out['dir']}/")
+            if distributed.is_main():
+                typer.echo(out["table"])
+                typer.echo(f"written to {out['dir']}/")
     except USER_ERRORS as err:
         fail(err)
 

@@ -63,9 +63,17 @@ class RunConfig(_Strict):
     device: str = "cpu"
     output_dir: str = "runs"
     progress: bool = True
+    threads: int | None = Field(None, ge=1, description=(
+        "intra-op threads of each process (torch.set_num_threads); null: torch's default, one "
+        "per core"))
+    interop_threads: int | None = Field(None, ge=1, description=(
+        "inter-op threads (torch.set_num_interop_threads); null: torch's default"))
     checkpoint_every: int = Field(1, ge=1, description=(
         "epochs between the checkpoints --resume continues from (a stage's end is always "
         "written)"))
+    checkpoint_seconds: float = Field(30.0, ge=0, description=(
+        "and at least this many seconds apart (0: every checkpoint_every epochs); on small data "
+        "a checkpoint costs more than the epoch it saves"))
     tune: dict[str, SearchSpace] = Field(default_factory=dict, description=(
         "per model label, the search space of `cdrec tune` (see cdrec.tune)"))
     defs: dict[str, Any] = Field(default_factory=dict, description=(

@@ -20,6 +20,8 @@ import pandas as pd
 import torch
 import yaml
 
+from cdrec import distributed
+from cdrec.runtime import keep_freed_memory, set_threads
 from cdrec.config import RunConfig, fingerprint, load_data
 from cdrec.filenames import safe_name
 from cdrec.models import available_models, build_model
@@ -33,6 +35,14 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     from cdrec.report import plot_curves, significance_table, write_markdown
 
     device = resolve_device(config.device)
+    set_threads(config.threads, config.interop_threads)
+    keep_freed_memory()
+    if distributed.init_from_env(device) and not distributed.is_main():
+        # Process r > 0 of a torchrun job keeps its own copy (checkpoints for --resume, no
+        # shared file system needed); process 0 writes the run directory and prints.
+        config = config.model_copy(update={
+            "output_dir": str(Path(config.output_dir) / ".ranks" / f"rank{distributed.rank()}"),
+            "progress": False})
     out = Path(config.output_dir) / config.name
     out.mkdir(parents=True, exist_ok=True)
     labels = list(config.models)
@@ -121,6 +131,7 @@ def _fit_one(config: RunConfig, label: str, seed: int, split: Split, device: tor
     context = FitContext(device=device, seed=seed, progress=config.progress,
                          checkpoint_dir=_checkpoints(out, label, seed),
                          checkpoint_every=config.checkpoint_every,
+                         checkpoint_seconds=config.checkpoint_seconds,
                          resume=resume, label=f"{label} seed {seed}", base_cache=cache)
     t0 = time.perf_counter()
     model.fit(split.train, split.validation, context)

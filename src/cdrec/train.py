@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cdrec.distributed import all_reduce_gradients, shard, world_size
 from cdrec.filenames import safe_name
 from cdrec.nn.sparse import LazyAdam
 
@@ -85,6 +86,9 @@ class FitContext:
     # Epochs between checkpoints of a stage (its last epoch is always written); a resumed stage
     # replays the epochs after its last checkpoint, to the same numbers.
     checkpoint_every: int = 1
+    # ... and at least this many seconds apart (0: every ``checkpoint_every`` epochs): on
+    # small data a checkpoint can cost more than the epoch it saves.
+    checkpoint_seconds: float = 0.0
     resume: bool = False
     label: str = ""
     history: list[dict[str, float | int | str]] = field(default_factory=list)
@@ -96,6 +100,8 @@ class FitContext:
     def __post_init__(self) -> None:
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if self.checkpoint_seconds < 0:
+            raise ValueError(f"checkpoint_seconds must be >= 0, got {self.checkpoint_seconds}")
         # Sampling (shuffles, negatives) happens on the CPU generator; tensors move afterwards.
         self.generator = torch.Generator().manual_seed(self.seed)
 
@@ -141,16 +147,29 @@ class OptimizerStep:
             raise ValueError(f"update names must differ, got {names}")
         self.updates = list(updates)
 
-    def __call__(self, batch: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: Sequence[torch.Tensor], share: float = 1.0
+                 ) -> dict[str, torch.Tensor]:
+        """Apply every update to ``batch``. In a distributed job ``batch`` is this process's
+        shard of the global batch and ``share`` its fraction of the rows: the gradients (and
+        the returned losses) are then the whole batch's (``cdrec.distributed``)."""
+        distributed = world_size() > 1
         losses = {}
         for update in self.updates:
-            loss = update.loss(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{update.name} became {loss.item()}")
             optimizers = update.optimizers
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if share > 0 or not distributed:
+                loss = update.loss(batch)
+                if not distributed and not torch.isfinite(loss):
+                    raise FloatingPointError(f"{update.name} became {loss.item()}")
+                loss.backward()
+            else:  # an empty shard (a last batch smaller than the process count)
+                loss = torch.zeros((), device=_device_of(optimizers))
+            if distributed:
+                dense, rows = _dense_and_sparse(optimizers)
+                loss = all_reduce_gradients(dense, rows, share, loss.detach())
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{update.name} became {loss.item()}")
             for optimizer in optimizers:
                 optimizer.step()
             if update.after_step is not None:
@@ -166,6 +185,22 @@ class OptimizerStep:
         for update in self.updates:
             for optimizer, saved in zip(update.optimizers, state[update.name], strict=True):
                 optimizer.load_state_dict(saved)
+
+
+def _dense_and_sparse(optimizers: Sequence[torch.optim.Optimizer]
+                      ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The parameters of ``optimizers`` with dense gradients, and those with sparse ones (the
+    embedding rows ``LazyAdam`` steps)."""
+    dense: list[torch.Tensor] = []
+    rows: list[torch.Tensor] = []
+    for optimizer in optimizers:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        (rows if isinstance(optimizer, LazyAdam) else dense).extend(params)
+    return dense, rows
+
+
+def _device_of(optimizers: Sequence[torch.optim.Optimizer]) -> torch.device:
+    return optimizers[0].param_groups[0]["params"][0].device
 
 
 def adam_step(parameters: Sequence[torch.nn.Parameter], loss: LossFn, *, lr: float,
@@ -303,6 +338,9 @@ def train_loop(
             return result
 
     guard = _FrozenGuard(module, stage)
+    # Across processes an OptimizerStep takes one shard of each batch; any other step runs
+    # every batch in every process (replicated, the same numbers everywhere).
+    sharded_step = step if world_size() > 1 and isinstance(step, OptimizerStep) else None
     stage_history: list[dict[str, float | int | str]] = [
         h for h in context.history if h.get("stage") == stage and h.get("label") == context.label
     ]
@@ -310,6 +348,7 @@ def train_loop(
                disable=not context.progress, leave=False, dynamic_ncols=True)
     epoch = start_epoch - 1
     done = False
+    last_saved = time.perf_counter()
     for epoch in bar:
         module.train()
         t0 = time.perf_counter()
@@ -320,8 +359,14 @@ def train_loop(
         count = 0
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
+            losses: Mapping[str, torch.Tensor]
             try:
-                losses = step([t[idx] for t in tensors])
+                if sharded_step is not None:
+                    local = shard(idx)
+                    losses = sharded_step([t[local] for t in tensors],
+                                          share=local.numel() / idx.numel())
+                else:
+                    losses = step([t[idx] for t in tensors])
             except FloatingPointError as err:
                 raise FloatingPointError(
                     f"{context.label} {stage}: {err} at epoch {epoch}; "
@@ -355,7 +400,10 @@ def train_loop(
         context.history.append(record)
         done = done or epoch == epochs
         guard.check()
-        if ckpt is not None and (done or epoch % context.checkpoint_every == 0):
+        due = (epoch % context.checkpoint_every == 0
+               and time.perf_counter() - last_saved >= context.checkpoint_seconds)
+        if ckpt is not None and (done or due):
+            last_saved = time.perf_counter()
             _atomic_save({
                 "module": changing_state(module), "step": step.state_dict(),
                 "generator": context.generator.get_state(), "rng": rng_state(device),

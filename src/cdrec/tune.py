@@ -34,6 +34,7 @@ from cdrec.filenames import safe_name
 from cdrec.models import build_model
 from cdrec.models.bases.cache import BaseCache
 from cdrec.search_space import Range, SearchSpace
+from cdrec.runtime import keep_freed_memory, set_threads
 from cdrec.split import Evaluator
 from cdrec.train import FitContext, resolve_device, seed_everything
 
@@ -112,6 +113,8 @@ def tune(config: RunConfig, label: str, *, trials: int, seeds: list[int] | None 
 
     seeds = seeds or config.seeds[:1]
     device = resolve_device(config.device)
+    set_threads(config.threads, config.interop_threads)
+    keep_freed_memory()
     data = load_data(config.data)
     scenario = config.scenario.build()
     splits = {seed: scenario.split(data, seed) for seed in seeds}

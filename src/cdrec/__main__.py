@@ -1,0 +1,5 @@
+"""``python -m cdrec``: the command line, as torchrun launches it (``-m cdrec run ...``)."""
+
+from cdrec.cli import app
+
+app()
