@@ -31,8 +31,11 @@ class _SparseGather(torch.autograd.Function):
 def gather_rows(table: torch.Tensor, index: torch.Tensor, *, sparse: bool) -> torch.Tensor:
     """``table[index]``; with ``sparse``, ``table`` receives a sparse COO gradient (rows of
     ``index`` only, repeated rows summed when the optimiser coalesces it)."""
-    if not (sparse and table.requires_grad and torch.is_grad_enabled()):
-        return table[index]  # frozen tables (inside torch.func transforms too): plain indexing
+    if (not (sparse and table.requires_grad and torch.is_grad_enabled())
+            or torch._C._are_functorch_transforms_active()):
+        # Frozen tables, and inside torch.func transforms (TMCDR's vmap over tasks), which take
+        # gradients functionally: plain indexing.
+        return table[index]
     out: torch.Tensor = _SparseGather.apply(table, index)
     return out
 
