@@ -268,6 +268,30 @@ def test_cml_projects_onto_the_unit_ball():
                               / before[outside].norm(dim=1, keepdim=True))
 
 
+def test_cml_trained_sparsely_projects_the_rows_of_the_step_only():
+    """After a sparse step only the batch's rows moved: they are projected, and no other row
+    is written (a row outside the ball that the step did not touch stays as it was)."""
+    from cdrec.nn.sparse import LazyAdam
+
+    base = make_base("CML", n_users=6, n_items=5, dim=3, sparse=True)
+    with torch.no_grad():
+        base.user_factors.weight[5] = torch.tensor([3.0, 0.0, 0.0])  # outside, not in the batch
+    optimizer = LazyAdam([base.user_factors.weight, base.item_factors.weight], lr=5.0)
+    users, items = torch.tensor([0, 1]), torch.tensor([2, 3])
+    negatives = torch.tensor([[0], [4]])
+    before = base.user_factors.weight.detach().clone()
+    base.training_loss(users, items, negatives).backward()
+    assert base.user_factors.weight.grad is not None and base.user_factors.weight.grad.is_sparse
+    optimizer.step()
+    moved = base.user_factors.weight.detach().clone()
+    assert bool((moved[:2].norm(dim=1) > 1).any())  # lr 5: the step left the ball
+    base.after_step()
+    after = base.user_factors.weight.detach()
+    assert bool((after[:2].norm(dim=1) <= 1 + 1e-6).all())
+    assert torch.equal(after[2:], before[2:])  # untouched rows not written
+    assert bool((norms(base.item_factors)[[0, 2, 3, 4]] <= 1 + 1e-6).all())
+
+
 def test_gmf_loss_by_hand():
     base = make_base("GMF")
     mf_tables(base)

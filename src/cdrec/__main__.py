@@ -2,4 +2,5 @@
 
 from cdrec.cli import app
 
-app()
+if __name__ == "__main__":
+    app(prog_name="cdrec")

@@ -45,10 +45,15 @@ def run(
         argv += ["--resume"] if resume else []
         argv += [f"--device={device}"] if device else []
         argv += ["--quiet"] if quiet else []
+        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
         try:
             distributed.launch(nproc, argv)
         except ValueError as err:
             fail(err)
+        except ChildFailedError as err:  # the failing process printed its own error above
+            fail(f"{len(err.failures)} of {nproc} processes failed; the first: "
+                 f"{err.get_first_failure()[1].message or 'see its output above'}")
         return
 
     extra = list(overrides or [])

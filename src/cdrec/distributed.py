@@ -7,7 +7,9 @@ every process draws the same seeded shuffles and negatives) is cut into one cont
 per process; each process computes its shard's loss and gradients, and the gradients are summed
 across processes weighted by shard size, so every process applies the gradient of the whole
 batch's loss and the models stay identical. Validation, closed-form stages and evaluation run
-replicated (the same numbers on every process), so early stopping agrees without messages.
+replicated; the decisions taken from them (early stopping, when a checkpoint is due) are process
+0's, broadcast (:func:`agree`), and each stage ends with process 0's state copied to all
+(:func:`broadcast_state`), so float differences between processes cannot make them diverge.
 
 Why not ``DistributedDataParallel``: its reducer needs the loss computed inside the wrapped
 module's ``forward`` and knows sparse gradients only from ``nn.Embedding(sparse=True)``
@@ -59,6 +61,50 @@ def init_from_env(device: torch.device) -> bool:
     return True
 
 
+def agree(value: float) -> float:
+    """Process 0's ``value`` in every process (itself alone): decisions a process would take
+    from its own clock or its own float round-off (early stopping on a validation score, when a
+    checkpoint is due) are taken once, so no process runs a collective the others skip."""
+    if world_size() == 1:
+        return value
+    buffer = torch.tensor([float(value)], dtype=torch.float64)
+    dist.broadcast(buffer, src=0)
+    return float(buffer.item())
+
+
+def check_same(value: int, what: str) -> None:
+    """Raise in every process when the processes disagree on ``value`` (e.g. the epoch a resumed
+    stage starts from), naming ``what`` and each process's value."""
+    if world_size() == 1:
+        return
+    mine = torch.tensor([int(value)], dtype=torch.long)
+    values = [torch.zeros_like(mine) for _ in range(world_size())]
+    dist.all_gather(values, mine)
+    seen = [int(v) for v in values]
+    if len(set(seen)) > 1:
+        raise RuntimeError(
+            f"the processes disagree on {what}: {seen} (process 0, 1, ...); their checkpoints "
+            "differ (an interrupted write, or another process count): rerun without --resume")
+
+
+def broadcast_state(module: torch.nn.Module) -> None:
+    """Copy process 0's parameters and buffers into every process: at the end of each stage,
+    so that float differences between processes (CUDA's atomics, another CPU's maths library)
+    cannot accumulate from one stage to the next."""
+    if world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in module.state_dict(keep_vars=True).values():
+            if not isinstance(tensor, torch.Tensor) or not tensor.numel():
+                continue
+            if tensor.dtype == torch.bool:  # gloo broadcasts numbers, not booleans
+                buffer = tensor.data.to(torch.uint8)
+                dist.broadcast(buffer, src=0)
+                tensor.data.copy_(buffer.bool())
+            else:
+                dist.broadcast(tensor.data, src=0)
+
+
 def shard(index: torch.Tensor) -> torch.Tensor:
     """This process's contiguous part of a global batch's row ``index`` (all of it alone)."""
     size = world_size()
@@ -79,16 +125,19 @@ def all_reduce_gradients(dense: Sequence[torch.Tensor], sparse: Sequence[torch.T
     shard did not reach) counts as zero. Sparse gradients (embedding rows) are gathered: every
     process receives all shards' rows and values (LazyAdam sums duplicate rows).
     """
-    present = torch.tensor([float(p.grad is not None) for p in dense], device=losses.device)
+    # One dtype for the buffer in every process (an empty shard's zero loss included).
+    dtype = dense[0].dtype if dense else torch.float32
+    present = torch.tensor([float(p.grad is not None) for p in dense], dtype=dtype,
+                           device=losses.device)
     grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in dense]
     flat = torch.cat([g.reshape(-1) * share for g in grads]
-                     + [losses.reshape(-1) * share, present])
+                     + [losses.reshape(-1).to(dtype) * share, present])
     dist.all_reduce(flat)
     offset = 0
     for p, g in zip(dense, grads, strict=True):
         g.copy_(flat[offset:offset + g.numel()].view_as(g))
         offset += g.numel()
-    total_losses = flat[offset:offset + losses.numel()].view_as(losses)
+    total_losses = flat[offset:offset + losses.numel()].view_as(losses).to(losses.dtype)
     reached = flat[offset + losses.numel():]
     for p, g, hit in zip(dense, grads, reached.tolist(), strict=True):
         # A parameter no shard reached keeps no gradient, so the optimiser skips it as it
@@ -99,9 +148,10 @@ def all_reduce_gradients(dense: Sequence[torch.Tensor], sparse: Sequence[torch.T
     return total_losses
 
 
-def _gather_sparse(param: torch.Tensor, share: float) -> torch.Tensor:
+def _gather_sparse(param: torch.Tensor, share: float) -> torch.Tensor | None:
     """All processes' sparse row gradients of ``param``, weighted by their shares, as one
-    (uncoalesced) sparse tensor."""
+    (uncoalesced) sparse tensor; ``None`` when no process's shard reached a row, so the
+    optimiser skips the table as it would in one process."""
     size = world_size()
     grad = param.grad
     if grad is None:
@@ -114,6 +164,8 @@ def _gather_sparse(param: torch.Tensor, share: float) -> torch.Tensor:
     counts = [torch.zeros_like(count) for _ in range(size)]
     dist.all_gather(counts, count)
     longest = int(max(int(c) for c in counts))
+    if longest == 0:
+        return None
     pad = longest - rows.numel()
     rows = torch.cat([rows, rows.new_zeros(pad)])
     values = torch.cat([values, values.new_zeros((pad, *values.shape[1:]))])

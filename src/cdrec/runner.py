@@ -74,7 +74,11 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             stamp = fingerprint(config, resolved["models"][label], seed)
             saved = json.loads(record_path.read_text()) if resume and record_path.exists() \
                 else None
-            if saved is not None and saved.get("fingerprint") == stamp and users_path.exists():
+            reuse = (saved is not None and saved.get("fingerprint") == stamp
+                     and users_path.exists())
+            distributed.check_same(int(reuse), f"whether {label} seed {seed} is already done")
+            if reuse:
+                assert saved is not None
                 record, users = saved, pd.read_parquet(users_path)
             else:
                 checkpoints = _checkpoints(out, label, seed)

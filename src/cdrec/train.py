@@ -35,7 +35,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cdrec.distributed import all_reduce_gradients, shard, world_size
+from cdrec.distributed import (
+    agree,
+    all_reduce_gradients,
+    broadcast_state,
+    check_same,
+    shard,
+    world_size,
+)
 from cdrec.filenames import safe_name
 from cdrec.nn.sparse import LazyAdam
 
@@ -147,25 +154,27 @@ class OptimizerStep:
             raise ValueError(f"update names must differ, got {names}")
         self.updates = list(updates)
 
-    def __call__(self, batch: Sequence[torch.Tensor], share: float = 1.0
+    def __call__(self, batch: Sequence[torch.Tensor], share: float | None = None
                  ) -> dict[str, torch.Tensor]:
-        """Apply every update to ``batch``. In a distributed job ``batch`` is this process's
-        shard of the global batch and ``share`` its fraction of the rows: the gradients (and
-        the returned losses) are then the whole batch's (``cdrec.distributed``)."""
-        distributed = world_size() > 1
+        """Apply every update to ``batch``. With ``share`` (a distributed job's
+        ``train_loop``), ``batch`` is this process's shard of the global batch and ``share``
+        its fraction of the rows: the gradients (and the returned losses) are summed across
+        processes into the whole batch's (``cdrec.distributed``). Without it, no process
+        talks to another."""
+        distributed = share is not None
         losses = {}
         for update in self.updates:
             optimizers = update.optimizers
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
-            if share > 0 or not distributed:
+            if share is None or share > 0:
                 loss = update.loss(batch)
                 if not distributed and not torch.isfinite(loss):
                     raise FloatingPointError(f"{update.name} became {loss.item()}")
                 loss.backward()
             else:  # an empty shard (a last batch smaller than the process count)
                 loss = torch.zeros((), device=_device_of(optimizers))
-            if distributed:
+            if share is not None:
                 dense, rows = _dense_and_sparse(optimizers)
                 loss = all_reduce_gradients(dense, rows, share, loss.detach())
                 if not torch.isfinite(loss):
@@ -319,6 +328,7 @@ def train_loop(
     start_epoch, best_value, best_epoch, bad_epochs = 1, None, 0, 0
     best_state = None
     metric = None
+    finished = False
     if ckpt is not None and context.resume and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
         load_changing_state(module, state["module"])
@@ -329,13 +339,17 @@ def train_loop(
         best_value, best_epoch, bad_epochs = state["best_value"], state["best_epoch"], state["bad"]
         best_state, metric = state["best_state"], state["metric"]
         context.history.extend(state["history"])
-        if state["done"]:
-            if best_state is not None:
-                load_changing_state(module, best_state)
-            module.eval()
-            result = StageResult(stage, state["epoch"], best_epoch, best_value, metric)
-            context.stages.append(result)
-            return result
+        finished = bool(state["done"])
+    # Every process resumes from the same point, or all of them stop here with an error.
+    check_same(2 * start_epoch + finished,
+               f"where stage {context.label} {stage} resumes (2 x epoch + finished)")
+    if finished:
+        if best_state is not None:
+            load_changing_state(module, best_state)
+        module.eval()
+        result = StageResult(stage, start_epoch - 1, best_epoch, best_value, metric)
+        context.stages.append(result)
+        return result
 
     guard = _FrozenGuard(module, stage)
     # Across processes an OptimizerStep takes one shard of each batch; any other step runs
@@ -384,6 +398,7 @@ def train_loop(
         if validate is not None:
             module.eval()
             value, metric, higher = validate()
+            value = agree(value)  # process 0's score decides in every process
             record[f"val_{metric}"] = value
             improved = best_value is None or (value > best_value if higher else value < best_value)
             if improved and math.isfinite(value):
@@ -400,8 +415,9 @@ def train_loop(
         context.history.append(record)
         done = done or epoch == epochs
         guard.check()
-        due = (epoch % context.checkpoint_every == 0
-               and time.perf_counter() - last_saved >= context.checkpoint_seconds)
+        due = bool(agree(float(epoch % context.checkpoint_every == 0
+                               and time.perf_counter() - last_saved
+                               >= context.checkpoint_seconds)))
         if ckpt is not None and (done or due):
             last_saved = time.perf_counter()
             _atomic_save({
@@ -416,6 +432,7 @@ def train_loop(
     bar.close()
     if best_state is not None:
         load_changing_state(module, best_state)
+    broadcast_state(module)
     module.eval()
     result = StageResult(stage, epoch, best_epoch, best_value, metric)
     context.stages.append(result)

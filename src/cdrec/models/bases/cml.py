@@ -12,8 +12,9 @@ Users and items are points of one Euclidean space; a user is close to the items 
   the step (no gradient through the count). Cheap and vectorised, so it is on by default;
   ``rank_weight=false`` gives the plain hinge (w = 1). Unlike the paper's sampler, which redraws
   U negatives per positive, cdrec uses the loop's ``n_neg`` negatives as the U of Eq. 3.
-- constraints ||u||^2 <= 1, ||v||^2 <= 1 of the paper's objective: after every optimiser step the whole user and
-  item tables are projected onto the unit ball (``after_step``), and once at construction.
+- constraints ||u||^2 <= 1, ||v||^2 <= 1 of the paper's objective: the tables are projected onto
+  the unit ball once at construction, and after every optimiser step the rows it changed
+  (``after_step``: the batch's rows when trained sparsely, the whole tables with dense Adam).
 
 Not implemented: the item-feature loss L_f (no item features here) and the covariance
 regulariser L_c. The paper uses no L2 penalty (it "pulls every object toward the origin"), so the
@@ -76,10 +77,21 @@ class CMLBase(FactorBase):
 
 
     def after_step(self) -> None:
-        """Project every user and item vector onto the unit ball: v <- v / max(1, ||v||)."""
+        """Project the user and item vectors onto the unit ball: v <- v / max(1, ||v||).
+
+        Trained sparsely, a step changes only the rows of its batch (those in the table's
+        sparse gradient), so only they are projected: the cost of the batch, not the table;
+        the other rows are inside the ball already. Dense Adam moves every row, so the
+        whole table is projected."""
         with torch.no_grad():
             for table in (self.user_factors.weight, self.item_factors.weight):
-                table.div_(table.norm(dim=1, keepdim=True).clamp_min(1.0))
+                grad = table.grad
+                if grad is not None and grad.is_sparse:
+                    rows = grad._indices()[0].unique()
+                    vectors = table[rows]
+                    table[rows] = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1.0)
+                else:
+                    table.div_(table.norm(dim=1, keepdim=True).clamp_min(1.0))
 
 
 @register("CML")
