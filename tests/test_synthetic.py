@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,3 +36,31 @@ def test_bad_sizes_are_refused():
         skewed_two_domain(10)
     with pytest.raises(ValueError, match="overlap"):
         skewed_two_domain(5000, overlap=0.0)
+
+
+def test_resample_users_copies_whole_users_in_every_domain() -> None:
+    from cdrec.data.catalog import load_sample
+    from cdrec.data.synthetic import resample_users
+
+    data = load_sample("douban")
+    grown = resample_users(data, 3.0, seed=1)
+    assert grown.n_users == 3 * data.n_users
+    for name, dom in grown.domains.items():
+        assert 2.5 < len(dom.interactions) / len(data[name].interactions) < 3.5
+        assert dom.n_items == data[name].n_items
+    # Every new user holds exactly the (item, rating) rows of the user it was drawn from.
+    for new in (0, 17, 2099):
+        ids = np.asarray(data.user_ids, dtype=str)
+        original = int(np.flatnonzero(ids == grown.user_ids[new].split("#")[0])[0])
+        for name in data.domains:
+            a, b = data[name].interactions, grown[name].interactions
+            rows_a = sorted(zip(a.item[a.user == original].tolist(),
+                                a.rating[a.user == original].tolist()))
+            rows_b = sorted(zip(b.item[b.user == new].tolist(), b.rating[b.user == new].tolist()))
+            assert rows_a == rows_b
+    # Overlap users stay overlap users: the share of users active in both domains is kept.
+    share = len(data.overlap_users("book", "music")) / data.n_users
+    grown_share = len(grown.overlap_users("book", "music")) / grown.n_users
+    assert abs(share - grown_share) < 0.05
+    with pytest.raises(ValueError, match="factor must be positive"):
+        resample_users(data, 0)

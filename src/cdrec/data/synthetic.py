@@ -65,3 +65,34 @@ def skewed_two_domain(n_ratings: int, *, seed: int = 0, domains: tuple[str, str]
         out[name] = Domain(name, np.arange(n_items), Interactions(user, item, rating),
                            rating_scale=(1.0, 5.0))
     return CrossDomainData(np.arange(n_users), out, name=f"synthetic_{n_ratings}_seed{seed}")
+
+
+def resample_users(data: CrossDomainData, factor: float, *, seed: int = 0) -> CrossDomainData:
+    """A real data set grown ``factor`` times by drawing its users with replacement: each draw
+    is a new user with all the drawn user's interactions in every domain (so overlap users stay
+    overlap users and each domain grows about ``factor`` times), items unchanged. For scale
+    checks on real rating distributions; vectorised, no Python loop over users."""
+    if factor <= 0:
+        raise ValueError(f"factor must be positive, got {factor}")
+    gen = torch.Generator().manual_seed(seed)
+    n_new = max(1, round(data.n_users * factor))
+    drawn = torch.randint(0, data.n_users, (n_new,), generator=gen)  # new user -> original
+    domains = {}
+    for name, dom in data.domains.items():
+        inter = dom.interactions
+        order = torch.argsort(inter.user, stable=True)
+        counts = torch.bincount(inter.user, minlength=data.n_users)
+        starts = torch.cumsum(counts, 0) - counts
+        taken = counts[drawn]
+        new_user = torch.repeat_interleave(torch.arange(n_new), taken)
+        # Row k of the copy is row (start of its original user + k's offset within that user).
+        offset = torch.arange(int(taken.sum())) - torch.repeat_interleave(
+            torch.cumsum(taken, 0) - taken, taken)
+        rows = order[torch.repeat_interleave(starts[drawn], taken) + offset]
+        timestamp = None if inter.timestamp is None else inter.timestamp[rows]
+        domains[name] = dom.with_interactions(Interactions(
+            new_user, inter.item[rows], inter.rating[rows], timestamp))
+    originals = np.asarray(data.user_ids, dtype=str)[drawn.numpy()]
+    user_ids = np.char.add(np.char.add(originals, "#"), np.arange(n_new).astype(str))
+    return CrossDomainData(user_ids=user_ids, domains=domains,
+                           name=f"{data.name}x{factor:g}", provenance=data.provenance)
