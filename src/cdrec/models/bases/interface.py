@@ -33,7 +33,7 @@ class BaseConfig(TrainingConfig):
     dim: int = Field(32, ge=1, description="embedding size of users and items")
     reg: float = Field(0.1, ge=0, description="L2 weight on the embedding rows of a batch")
     n_neg: int = Field(4, ge=1, description="sampled negatives per positive (implicit)")
-    sparse: bool = Field(False, description=(
+    sparse: bool = Field(True, description=(
         "sparse gradients on the embedding rows a batch touches, stepped by a row-wise (lazy) "
         "Adam: a step costs the batch, not the tables (false: dense Adam over every row)"))
     holdout: float = Field(0.05, ge=0, lt=1, description=(
