@@ -116,6 +116,7 @@ sizes = [torch.zeros(1, dtype=torch.long) for _ in range(3)]
 dist.all_gather(sizes, torch.tensor([distributed.shard(torch.arange(7)).numel()]))
 assert [int(s) for s in sizes] == [3, 2, 2], sizes  # contiguous, disjoint shards
 pathlib.Path(os.environ["RESULT_DIR"], f"ok{rank}").touch()  # stdout lines interleave
+distributed.shutdown()
 """
 
 

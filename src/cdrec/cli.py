@@ -70,6 +70,7 @@ def run(
             if distributed.is_main():
                 typer.echo(out["table"])
                 typer.echo(f"written to {out['dir']}/")
+        distributed.shutdown()
     except USER_ERRORS as err:
         fail(err)
 

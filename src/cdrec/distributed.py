@@ -105,6 +105,14 @@ def broadcast_state(module: torch.nn.Module) -> None:
                 dist.broadcast(tensor.data, src=0)
 
 
+def shutdown() -> None:
+    """Leave the process group (after a barrier, so no process tears down gloo while another
+    still talks to it: exiting without this can abort the process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def shard(index: torch.Tensor) -> torch.Tensor:
     """This process's contiguous part of a global batch's row ``index`` (all of it alone)."""
     size = world_size()
