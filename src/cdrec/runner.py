@@ -21,11 +21,11 @@ import torch
 import yaml
 
 from cdrec import distributed
-from cdrec.runtime import keep_freed_memory, set_threads
 from cdrec.config import RunConfig, fingerprint, load_data
 from cdrec.filenames import safe_name
 from cdrec.models import available_models, build_model
 from cdrec.models.bases.cache import BaseCache
+from cdrec.runtime import keep_freed_memory, set_threads
 from cdrec.split import Split
 from cdrec.train import FitContext, resolve_device, seed_everything
 

@@ -153,6 +153,9 @@ class OptimizerStep:
         if len(set(names)) != len(names):
             raise ValueError(f"update names must differ, got {names}")
         self.updates = list(updates)
+        # Per update, its parameters with dense and with sparse gradients (for the sums
+        # across processes), fixed with the optimisers.
+        self._parameters = [_dense_and_sparse(u.optimizers) for u in self.updates]
 
     def __call__(self, batch: Sequence[torch.Tensor], share: float | None = None
                  ) -> dict[str, torch.Tensor]:
@@ -161,21 +164,19 @@ class OptimizerStep:
         its fraction of the rows: the gradients (and the returned losses) are summed across
         processes into the whole batch's (``cdrec.distributed``). Without it, no process
         talks to another."""
-        distributed = share is not None
         losses = {}
-        for update in self.updates:
+        for update, (dense, rows) in zip(self.updates, self._parameters, strict=True):
             optimizers = update.optimizers
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)
             if share is None or share > 0:
                 loss = update.loss(batch)
-                if not distributed and not torch.isfinite(loss):
+                if share is None and not torch.isfinite(loss):
                     raise FloatingPointError(f"{update.name} became {loss.item()}")
                 loss.backward()
             else:  # an empty shard (a last batch smaller than the process count)
-                loss = torch.zeros((), device=_device_of(optimizers))
+                loss = torch.zeros((), device=(dense or rows)[0].device)
             if share is not None:
-                dense, rows = _dense_and_sparse(optimizers)
                 loss = all_reduce_gradients(dense, rows, share, loss.detach())
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"{update.name} became {loss.item()}")
@@ -206,10 +207,6 @@ def _dense_and_sparse(optimizers: Sequence[torch.optim.Optimizer]
         params = [p for group in optimizer.param_groups for p in group["params"]]
         (rows if isinstance(optimizer, LazyAdam) else dense).extend(params)
     return dense, rows
-
-
-def _device_of(optimizers: Sequence[torch.optim.Optimizer]) -> torch.device:
-    return optimizers[0].param_groups[0]["params"][0].device
 
 
 def adam_step(parameters: Sequence[torch.nn.Parameter], loss: LossFn, *, lr: float,
