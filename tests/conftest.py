@@ -64,3 +64,11 @@ class ScoreFn(Recommender):
 
     def predict(self, domain, users, items):
         return self.fn(domain, users, items).float()
+
+
+def triples(data, domain):
+    """Rows of a domain as (original user, original item, rating), sorted."""
+    rows = data[domain].interactions
+    users = data.user_ids[rows.user.numpy()]
+    items = data[domain].item_ids[rows.item.numpy()]
+    return sorted(zip(users.tolist(), items.tolist(), rows.rating.tolist(), strict=True))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import pytest
 import torch
 from pydantic import BaseModel
@@ -358,3 +359,36 @@ def test_resume_after_interruption_matches_uninterrupted_fit(
         if epochs != [(h["stage"], h["epoch"]) for h in ref.history]:
             failures.append(f"{where}: the resumed history lists epochs {epochs}")
     assert not failures, "resumed fit differs from the uninterrupted one:\n" + "\n".join(failures)
+
+
+@pytest.mark.parametrize(("name", "scenario"), CASES)
+def test_save_load_gives_identical_predictions(name: str, scenario: str, ref: Reference,
+                                               tmp_path: Path) -> None:
+    from cdrec.models.persist import load_model
+
+    path = ref.model.save(tmp_path / "model.pt")
+    loaded = load_model(path)
+    assert type(loaded) is type(ref.model) and not loaded.training
+    after = predict_all(loaded, scenario, ref.implicit)
+    for domain, pred in ref.predictions.items():
+        assert torch.equal(after[domain], pred), f"{domain}: predictions differ after loading"
+    domain, (users, _) = next(iter(evaluated_pairs(scenario, ref.implicit).items()))
+    ids = ref.model.trained_on_.user_ids[torch.unique(users)[:3].numpy()]
+    expected = ref.model.recommend(domain, ids, k=5)
+    assert len(expected) == 15
+    pd.testing.assert_frame_equal(loaded.recommend(domain, ids, k=5), expected)
+
+
+@pytest.mark.parametrize(("name", "scenario"), CASES)
+def test_scoring_every_item_agrees_with_predict(name: str, scenario: str, ref: Reference) -> None:
+    """``score_users`` (what ``recommend`` ranks by, one state per user and a matrix product)
+    gives ``predict``'s scores for every item."""
+    model = ref.model
+    for domain, (users, _) in evaluated_pairs(scenario, ref.implicit).items():
+        chosen = torch.unique(users)[:4]
+        n_items = len(model.trained_on_.item_ids[domain])
+        fast = model.score_users(domain, chosen, n_items)
+        pairs = model.predict(domain, chosen.repeat_interleave(n_items),
+                              torch.arange(n_items).repeat(chosen.numel()))
+        assert fast.shape == (chosen.numel(), n_items)
+        assert torch.allclose(fast, pairs.view(chosen.numel(), n_items), atol=1e-4), domain

@@ -13,6 +13,7 @@ import torch
 from cdrec.data.catalog import load_sample
 from cdrec.models import available_models, build_model
 from cdrec.models import registry as model_registry
+from cdrec.models.persist import load_model
 from cdrec.scenarios import build_scenario
 from cdrec.train import FitContext, seed_everything
 
@@ -34,7 +35,7 @@ def example_method():
     del model_registry._REGISTRY["AffineShiftCDR"]  # other tests see the package's models only
 
 
-def test_the_worked_example_is_a_working_transfer_method(example_method):
+def test_the_worked_example_is_a_working_transfer_method(example_method, tmp_path):
     assert available_models()["AffineShiftCDR"] is example_method
     with pytest.raises(ValueError, match="not_a_param"):
         build_model("AffineShiftCDR", not_a_param=1)
@@ -52,6 +53,9 @@ def test_the_worked_example_is_a_working_transfer_method(example_method):
     assert math.isfinite(metrics["RMSE"]) and metrics["RMSE"] < 1.5
     # The map was fitted: it moved away from the identity it starts at.
     assert not torch.equal(model.transfer_.b.detach(), torch.zeros_like(model.transfer_.b))
+    # Saved and loaded through _new_transfer, it scores as fitted.
+    loaded = load_model(model.save(tmp_path / "affine.pt"))
+    assert split.test.evaluate(loaded) == metrics
 
 
 def test_every_module_the_architecture_page_names_exists():

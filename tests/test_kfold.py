@@ -220,8 +220,7 @@ def test_the_config_runs_end_to_end(tmp_path):
     cfg = load_config(ROOT / "configs" / "kfold_douban_sample.yaml", [
         "seeds=[0,1]", "progress=false", "models.MF.epochs=2", "models.CMF.epochs=2",
         "models.MF.batch_size=16384", "models.CMF.batch_size=16384", f"output_dir={tmp_path}"])
-    run(cfg)
-    out = tmp_path / "kfold_douban_sample"
+    out = Path(run(cfg)["dir"])  # kfold_douban_sample+<overrides>
     results = json.loads((out / "results.json").read_text())
     assert list(results) == ["ItemMean", "MF", "CMF"]
     for model, metrics in results.items():

@@ -268,8 +268,8 @@ def test_the_config_runs_end_to_end(tmp_path):
     cfg = load_config(ROOT / "configs" / "loo_amazon_sample.yaml", [
         "seeds=[0]", "progress=false", "models.MF.epochs=1", "models.MF.dim=8",
         "models.MF.batch_size=65536", f"output_dir={tmp_path}"])
-    run(cfg)
-    results = json.loads((tmp_path / "loo_amazon_sample" / "results.json").read_text())
+    out = Path(run(cfg)["dir"])  # loo_amazon_sample+<overrides>
+    results = json.loads((out / "results.json").read_text())
     assert list(results) == ["Popularity", "MF"]
     for metrics in results.values():
         for name in ("NDCG@10", "MRR", "HR@10", "HR@20", "NDCG@20", "phone/NDCG@10",

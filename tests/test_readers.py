@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import triples
 
 from cdrec.data import (
     DataError,
@@ -39,13 +40,6 @@ def shared(sub: str) -> Path:
         pytest.skip(f"shared data not found: {path}")
     return path
 
-
-def triples(data, domain):
-    """Rows of a domain as (original user, original item, rating), sorted."""
-    inter = data[domain].interactions
-    users = data.user_ids[inter.user.numpy()]
-    items = data[domain].item_ids[inter.item.numpy()]
-    return sorted(zip(users.tolist(), items.tolist(), inter.rating.tolist(), strict=True))
 
 
 # ------------------------------------------------------------------------------------------
@@ -99,7 +93,8 @@ def test_read_table_headerless_positions_and_numeric_timestamps(tmp_path):
 
 def test_read_table_leading_zero_ids_stay_text(tmp_path):
     path = write(tmp_path / "z.csv", "user,item,rating\n007,1,3\n7,1,4\n")
-    data = read_table(path)
+    with pytest.warns(DataWarning, match="user id '007' is not an integer"):  # mixed kinds
+        data = read_table(path)
     assert data.user_ids.tolist() == ["007", "7"]  # two different users
 
 
@@ -391,6 +386,127 @@ def test_extra_fields_in_a_line(tmp_path):
     with pytest.raises(DataError) as err:
         read_table(path)
     assert_where(err, "x.csv", 2, None)
+
+
+# ------------------------------------------------------------------------------------------
+# Errors that point home: bad timestamps, mixed id types
+# ------------------------------------------------------------------------------------------
+
+def stamped_csv(path: Path, stamps: list[str]) -> Path:
+    """A table whose data row i (1-based, header not counted) has user i and timestamp i."""
+    rows = [f"{i},{i % 3},3,{stamp}" for i, stamp in enumerate(stamps, 1)]
+    return write(path, "user,item,rating,time\n" + "\n".join(rows) + "\n")
+
+
+@pytest.mark.parametrize("kind", ["seconds", "fractional seconds", "dates"])
+def test_a_bad_timestamp_is_named_by_its_row_and_value(tmp_path, kind):
+    good = {"seconds": lambda i: str(1_600_000_000 + i),
+            "fractional seconds": lambda i: f"{1_600_000_000 + i}.5",
+            "dates": lambda i: f"2020-01-{i:02d}"}[kind]
+    path = stamped_csv(tmp_path / "t.csv",
+                       [good(i) if i != 16 else "yesterday" for i in range(1, 21)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no pandas warning may leak out of a reader
+        with pytest.raises(DataError) as err:
+            read_table(path, timestamp="time")
+    assert_where(err, "t.csv", 16, "time")
+    assert "'yesterday' is neither a number nor a date" in str(err.value)
+    assert "header line not counted" in str(err.value) and "such rows" not in str(err.value)
+
+
+def test_a_bad_timestamp_in_json_lines_counts_lines(tmp_path):
+    lines = [json_line(f"U{i}", "I", 5.0, "", ts=1000 + i) for i in range(1, 6)]
+    lines[3] = lines[3].replace('"unixReviewTime": 1004', '"unixReviewTime": "soon"')
+    path = write(tmp_path / "r.json", "".join(lines))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError) as err:
+            read_amazon_json({"X": path})
+    assert_where(err, "r.json", 4, "unixReviewTime")
+    assert "'soon'" in str(err.value) and "first line of the file" in str(err.value)
+
+
+@pytest.mark.parametrize(("stamps", "row", "message"), [
+    ([str(1_600_000_000 + i) if i != 7 else "2020-01-07" for i in range(1, 21)], 7,
+     "'2020-01-07' is a date but 19 of the 20 values are epoch seconds"),
+    ([f"2020-01-{i:02d}" if i not in (7, 9) else str(1_600_000_000 + i) for i in range(1, 21)],
+     7, "'1600000007' is a number but 18 of the 20 values are dates"),
+    ([f"2020-01-{i:02d}" if i != 5 else "today" for i in range(1, 21)], 5, "'today'"),
+    ([f"2020-01-{i:02d}" if i != 12 else "" for i in range(1, 21)], 12, "timestamp is missing"),
+])
+def test_timestamps_of_two_kinds_or_none_are_named(tmp_path, stamps, row, message):
+    path = stamped_csv(tmp_path / "k.csv", stamps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError) as err:
+            read_table(path, timestamp="time")
+    assert_where(err, "k.csv", row, "time")
+    assert message in str(err.value)
+
+
+def test_dates_in_several_formats_parse_without_pandas_warnings(tmp_path):
+    # pandas cannot infer one format from "2020/1/1 5pm" and warns; values that do not fit an
+    # inferred format are retried one by one. Neither may warn out of the reader.
+    path = stamped_csv(tmp_path / "d.csv", ["2020/1/1 5pm", "2020-01-02", "01/03/2020",
+                                            "Jan 4 2020 06:00"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = read_table(path, timestamp="time")
+    jan1 = 1577836800
+    assert data["d"].interactions.timestamp.tolist() == [
+        jan1 + 17 * 3600, jan1 + 86400, jan1 + 2 * 86400, jan1 + 3 * 86400 + 6 * 3600]
+
+
+def mixed_user_csv(path: Path, odd_row: int = 16, n: int = 30) -> Path:
+    rows = [f"{'alice' if i == odd_row else i},{i % 4},3" for i in range(1, n + 1)]
+    return write(path, "user,item,rating\n" + "\n".join(rows) + "\n")
+
+
+def test_a_text_id_among_integers_warns_with_count_and_first_row(tmp_path):
+    path = mixed_user_csv(tmp_path / "m.csv")
+    with pytest.warns(DataWarning) as caught:
+        data = read_table(path)
+    messages = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    assert len(messages) == 1, messages
+    msg = messages[0]
+    assert msg.startswith(f"file {path}, row 16, column 'user': user id 'alice' is not an "
+                          "integer, but 29 of the 30 rows have integer user ids"), msg
+    assert "mixed_ids='error'" in msg and "header line not counted" in msg
+    assert data.user_ids.dtype == object and "alice" in data.user_ids.tolist()  # read as text
+
+
+def test_mixed_ids_error_refuses_the_file(tmp_path):
+    path = mixed_user_csv(tmp_path / "m.csv", odd_row=3)
+    with pytest.raises(DataError) as err:
+        read_table(path, mixed_ids="error")
+    assert_where(err, "m.csv", 3, "user")
+    assert "'alice' is not an integer, but 29 of the 30 rows" in str(err.value)
+    with pytest.raises(ValueError, match="mixed_ids must be 'warn' or 'error'"):
+        read_table(path, mixed_ids="ignore")  # type: ignore[arg-type]
+
+
+def test_mixed_ids_across_files_name_the_file_and_headerless_field(tmp_path):
+    write(tmp_path / "book_ratings.tsv", "1\t2\t3\n2\t2\t3\n4\t2\t3\n")
+    write(tmp_path / "music_ratings.tsv", "1\t2\t3\n3\t2\t4\nbob\t3\t3\n")
+    with pytest.raises(DataError) as err:
+        read_douban(tmp_path, mixed_ids="error")
+    assert_where(err, "music_ratings.tsv", 3, "field 1 (user)")
+    assert "first line of the file" in str(err.value)
+    # Item ids are per domain: a text item among integer items is named too.
+    write(tmp_path / "music_ratings.tsv", "1\t2\t3\n3\tx9\t4\n2\t3\t3\n")
+    with pytest.raises(DataError) as err:
+        read_douban(tmp_path, mixed_ids="error")
+    assert_where(err, "music_ratings.tsv", 2, "field 2 (item)")
+    assert "item id 'x9'" in str(err.value)
+
+
+def test_text_ids_with_a_few_all_digit_ones_are_text_data(tmp_path):
+    path = write(tmp_path / "a.csv", "user,item,rating\nA1,B0001,3\nA2,0439023483,4\n"
+                                    "A3,1234567890,5\nA4,B0002,2\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ASIN-like items: mostly text, no warning
+        data = read_table(path, mixed_ids="error")
+    assert "1234567890" in data["a"].item_ids.tolist()
 
 
 # ------------------------------------------------------------------------------------------

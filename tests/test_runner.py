@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +24,8 @@ FAST = ["seeds=[0,1]", "progress=false", "models.TGT.epochs=3", "models.CMF.epoc
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     cfg = load_config(ROOT / "configs" / "quickstart.yaml", [*FAST, f"output_dir={out}"])
-    return run(cfg), out / "quickstart"
+    result = run(cfg)
+    return result, Path(result["dir"])  # quickstart+<hash of FAST>: overrides name their run
 
 
 def test_run_writes_results_with_the_config_that_made_them(quick_run):
@@ -57,6 +59,63 @@ def test_run_writes_results_with_the_config_that_made_them(quick_run):
     assert "| EMCDR |" in result["table"] and "±" in result["table"]
 
 
+def test_run_writes_every_fitted_model_and_a_loaded_one_reproduces_its_row(quick_run):
+    from cdrec.config import load_data
+    from cdrec.models.persist import load_model
+    from cdrec.runner import model_path
+
+    result, out = quick_run
+    for label in ("ItemMean", "TGT", "CMF", "EMCDR"):
+        for seed in (0, 1):
+            assert model_path(out, label, seed).exists(), (label, seed)
+    cfg = load_config(out / "config.yaml")
+    split = cfg.scenario.build().split(load_data(cfg.data), 1)
+    model = load_model(model_path(out, "EMCDR", 1))
+    mae = split.test.evaluate(model)["MAE"]
+    assert mae == pytest.approx(result["results"]["EMCDR"]["MAE"]["per_seed"][1], abs=1e-9)
+
+
+def test_cli_recommends_for_known_users_new_users_and_user_files(quick_run, tmp_path):
+    _, out = quick_run
+    runner = CliRunner()
+    known = runner.invoke(app, ["recommend", str(out), "--model", "EMCDR", "--user", "9",
+                                "-k", "4"])
+    assert known.exit_code == 0, known.output
+    assert len(known.output.strip().splitlines()) == 2 + 4  # model line, header, 4 items
+    new = runner.invoke(app, ["recommend", str(out), "--model", "EMCDR", "--seed", "1",
+                              "--history", str(ROOT / "examples" / "new_user_books.csv")])
+    assert new.exit_code == 0, new.output
+    assert "EMCDR_seed1.pt" in new.output and len(new.output.strip().splitlines()) == 12
+    ids = tmp_path / "ids.csv"
+    ids.write_text("user\n9\n19\n25\n")
+    lists = tmp_path / "lists.parquet"
+    batch = runner.invoke(app, ["recommend", str(out), "--model", "TGT", "--users", str(ids),
+                                "--output", str(lists), "-k", "3"])
+    assert batch.exit_code == 0, batch.output
+    assert "3 users, top 3" in batch.output
+    frame = pd.read_parquet(lists)
+    assert list(frame.columns) == ["user", "rank", "item", "score"]
+    assert sorted(set(frame.user)) == [9, 19, 25] and len(frame) == 9
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "exactly one of --user, --users and --history"),
+    (["--user", "9", "--history", "README.md"], "got --user and --history"),
+    (["--user", "9"], "holds several models: pass --model, one of"),
+    (["--model", "EMCDRR", "--user", "9"], "has no saved model 'EMCDRR'"),
+    (["--model", "EMCDR", "--seed", "7", "--user", "9"], "not 7"),
+    (["--model", "EMCDR", "--user", "no-such-user"], "'no-such-user'"),
+    (["--model", "CMF", "--history", "examples/new_user_books.csv"],
+     "CMF cannot recommend for a new user"),
+])
+def test_cli_recommend_errors_say_what_to_do(quick_run, args, message):
+    _, out = quick_run
+    result = CliRunner().invoke(app, ["recommend", str(out), *[
+        str(ROOT / a) if a.endswith((".csv", ".md")) else a for a in args]])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
 def test_resume_reuses_finished_runs(quick_run):
     _, out = quick_run
     cfg = yaml.safe_load((out / "config.yaml").read_text())
@@ -71,8 +130,10 @@ def test_resume_refits_what_the_config_changed(quick_run, capsys):
     _, out = quick_run
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     stamp = {m: (out / "seeds" / f"{m}_seed0.json").stat().st_mtime_ns for m in ("TGT", "CMF")}
+    # name= keeps the fixture's directory (another override alone would get its own).
     changed = load_config(ROOT / "configs" / "quickstart.yaml",
-                          [*FAST, "models.TGT.epochs=2", f"output_dir={Path(cfg['output_dir'])}"])
+                          [*FAST, "models.TGT.epochs=2", f"output_dir={Path(cfg['output_dir'])}",
+                           f"name={out.name}"])
     again = run(changed, resume=True)
     assert (out / "seeds" / "CMF_seed0.json").stat().st_mtime_ns == stamp["CMF"]
     assert (out / "seeds" / "TGT_seed0.json").stat().st_mtime_ns != stamp["TGT"]
@@ -84,7 +145,8 @@ def test_resume_refits_what_the_config_changed(quick_run, capsys):
 
 
 def test_resume_continues_an_interrupted_fit_from_its_checkpoints(tmp_path, capsys):
-    args = [*FAST, "seeds=[0]", "models={TGT: {epochs: 3}}", f"output_dir={tmp_path}"]
+    args = [*FAST, "seeds=[0]", "models={TGT: {epochs: 3}}", f"output_dir={tmp_path}",
+            "name=interrupted"]  # one directory, whatever the overrides
     first = run(load_config(ROOT / "configs" / "quickstart.yaml", args))
     out = Path(first["dir"])
     # An interrupted run: checkpoints written, per-seed result not yet.
@@ -121,7 +183,7 @@ def test_compare_tests_named_pairs_head_to_head(tmp_path):
                                    "--quiet"])
     assert res.exit_code == 0, res.output
     assert "Head to head" in res.output and "| TGT | ItemMean | MAE |" in res.output
-    out = tmp_path / "quickstart"
+    out = Path(re.search(r"written to (.+)/\n", res.output).group(1))
     duel = json.loads((out / "significance.json").read_text())["head_to_head"][0]
     users = pd.read_parquet(out / "per_user.parquet").sort_values(["seed", "user"])
     a = users[users.model == "TGT"].MAE.to_numpy()
@@ -146,9 +208,12 @@ def test_bad_configs_fail_with_a_clear_message(tmp_path, override, message):
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("scenario.params.n_neg=many", "params.n_neg: Input should be a valid integer"),
-    ("scenario.params.beta=0.2", "params.beta: Unexpected keyword argument"),
-    ("scenario.kind=cold_start", "unknown scenario 'cold_start'; available: coldstart,"),
+    ("scenario.params.n_neg=many",
+     "quickstart.yaml: scenario.params.n_neg: Input should be a valid integer (got 'many')"),
+    ("scenario.params.beta=0.2", ("quickstart.yaml: scenario.params: unknown parameter 'beta' "
+                                  "of scenario 'coldstart'; accepted: source, target,")),
+    ("scenario.kind=cold_start", ("quickstart.yaml: scenario.kind: unknown scenario 'cold_start' "
+                                  "(did you mean 'coldstart'?); available: coldstart,")),
 ])
 def test_scenario_params_are_checked_before_any_data_is_read(override, message):
     # data.path does not exist: the scenario error must come first, naming the file and key

@@ -290,3 +290,50 @@ def test_a_stage_that_writes_to_a_frozen_parameter_is_refused():
     with pytest.raises(RuntimeError, match=r"wrote to frozen parameters \['1.weight'\]"):
         train_loop(net, step, lambda g: [x, y], context=FitContext(progress=False), stage="s",
                    epochs=2, batch_size=64)
+
+
+def _stopping_fit(label: str = "m") -> None:
+    """Seven epochs at most, stopped early after epoch 5 (patience 3, best at epoch 2)."""
+    x, y = _regression_problem()
+    net = torch.nn.Linear(8, 1)
+    values = iter([5.0, 3.0, 4.0, 4.5, 6.0])
+    step = adam_step(net.parameters(), lambda b: (net(b[0]) - b[1]).pow(2).mean(), lr=0.01)
+    train_loop(net, step, lambda g: [x, y], context=FitContext(label=label), stage="s",
+               epochs=7, batch_size=64, validate=lambda: (next(values), "RMSE", False),
+               patience=3)
+
+
+def test_progress_off_a_terminal_is_plain_lines(monkeypatch, capsys):
+    from cdrec import train
+
+    monkeypatch.setattr(train, "PLAIN_PROGRESS_SECONDS", 0.0)  # a line after every epoch
+    _stopping_fit()
+    err = capsys.readouterr().err  # pytest's captured stderr is not a terminal
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert lines[0].startswith("m s: epoch 1/7 loss=") and "RMSE=5.0000" in lines[0]
+    assert [line.split(" loss=")[0] for line in lines] == [
+        "m s: epoch 1/7", "m s: epoch 2/7", "m s: epoch 3/7", "m s: epoch 4/7",
+        "m s: epoch 5/7"]  # the last is the closing line: the stage stopped at epoch 5
+    assert lines[-1].endswith(", done)") and not lines[-2].endswith(", done)")
+
+
+def test_progress_lines_are_periodic_with_one_at_the_end(capsys):
+    _stopping_fit()  # a fit of well under 30 s: no periodic line, only the closing one
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("m s: epoch 5/7 loss=")
+    assert "RMSE=6.0000" in lines[0] and lines[0].endswith(", done)")
+
+
+def test_progress_on_a_terminal_is_tqdms_bar(monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    _stopping_fit()
+    assert "\r" in screen.getvalue() and "m s:" in screen.getvalue()  # tqdm redraws in place

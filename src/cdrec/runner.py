@@ -4,7 +4,8 @@ A run directory ``runs/<name>/`` holds: ``config.yaml`` (the resolved config, ev
 hyper-parameters included), ``results.json`` (``{model: {metric: {mean, std, per_seed}}}``),
 ``results.md`` (the table, with significance marks), ``significance.json``, ``per_user.parquet``
 (each test user's metrics per model and seed), ``history.csv`` and ``curves.png`` (training
-curves), and ``seeds/`` + ``checkpoints/`` for ``--resume``.
+curves), ``models/<label>_seed<seed>.pt`` (each fitted model, for ``cdrec recommend``; off with
+``save_models: false``), and ``seeds/`` + ``checkpoints/`` for ``--resume``.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             saved = json.loads(record_path.read_text()) if resume and record_path.exists() \
                 else None
             reuse = (saved is not None and saved.get("fingerprint") == stamp
-                     and users_path.exists())
+                     and users_path.exists()
+                     and (not config.save_models or model_path(out, label, seed).exists()))
             distributed.check_same(int(reuse), f"whether {label} seed {seed} is already done")
             if reuse:
                 assert saved is not None
@@ -123,6 +125,11 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     return {"results": results, "significance": signif, "table": table, "dir": str(out)}
 
 
+def model_path(run_dir: Path, label: str, seed: int) -> Path:
+    """Where a run keeps the fitted model of (``label``, ``seed``)."""
+    return run_dir / "models" / f"{safe_name(label)}_seed{seed}.pt"
+
+
 def _checkpoints(out: Path, label: str, seed: int) -> Path:
     return out / "checkpoints" / safe_name(label) / f"seed{seed}"
 
@@ -140,6 +147,8 @@ def _fit_one(config: RunConfig, label: str, seed: int, split: Split, device: tor
     t0 = time.perf_counter()
     model.fit(split.train, split.validation, context)
     fit_seconds = time.perf_counter() - t0
+    if config.save_models and distributed.is_main():
+        model.save(model_path(out, label, seed))
     t0 = time.perf_counter()
     metrics = split.test.evaluate(model)
     eval_seconds = time.perf_counter() - t0

@@ -25,11 +25,12 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import numpy as np
 import torch
@@ -355,8 +356,8 @@ def train_loop(
     stage_history: list[dict[str, float | int | str]] = [
         h for h in context.history if h.get("stage") == stage and h.get("label") == context.label
     ]
-    bar = tqdm(range(start_epoch, epochs + 1), desc=f"{context.label} {stage}".strip(),
-               disable=not context.progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(range(start_epoch, epochs + 1), f"{context.label} {stage}".strip(),
+                       context.progress)
     epoch = start_epoch - 1
     done = False
     last_saved = time.perf_counter()
@@ -434,6 +435,83 @@ def train_loop(
     result = StageResult(stage, epoch, best_epoch, best_value, metric)
     context.stages.append(result)
     return result
+
+
+# Seconds between the plain progress lines written when stderr is not a terminal (a log file,
+# a pipe, CI): there tqdm's carriage-return redraws pile up into one unreadable line.
+PLAIN_PROGRESS_SECONDS = 30.0
+
+
+class ProgressBar(Protocol):
+    """What the loop needs of a progress display (tqdm's names)."""
+
+    def __iter__(self) -> Iterator[int]: ...
+
+    def set_postfix(self, **values: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def progress_bar(epochs: range, desc: str, enabled: bool) -> ProgressBar:
+    """tqdm's bar on a terminal (or in a notebook, or when disabled); elsewhere plain lines."""
+    stream = sys.stderr
+    if enabled and not _is_terminal(stream) and not _in_notebook():
+        return PlainProgress(epochs, desc, stream, PLAIN_PROGRESS_SECONDS)
+    bar: ProgressBar = tqdm(epochs, desc=desc, disable=not enabled, leave=False,
+                            dynamic_ncols=True)
+    return bar
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def _in_notebook() -> bool:
+    # tqdm.auto draws a widget in Jupyter, whose stderr is no terminal either: keep it there.
+    from tqdm import autonotebook, std
+
+    return autonotebook.tqdm is not std.tqdm
+
+
+class PlainProgress:
+    """Progress for logs: a line ``<desc>: epoch 12/500 loss=0.1234 RMSE=0.8765 (41 s)`` at most
+    every ``interval`` seconds, and one when the stage ends (``..., done)``); newlines only, no
+    carriage returns."""
+
+    def __init__(self, epochs: range, desc: str, stream: TextIO, interval: float) -> None:
+        self.epochs, self.desc, self.stream, self.interval = epochs, desc, stream, interval
+        self.postfix: dict[str, Any] = {}
+        self.epoch: int | None = None  # the epoch handed out last
+        self.start = self.last = time.perf_counter()
+
+    def __iter__(self) -> Iterator[int]:
+        for epoch in self.epochs:
+            self.epoch = epoch
+            yield epoch  # the loop body runs here; a break (early stop) never comes back
+            if time.perf_counter() - self.last >= self.interval:
+                self._write(done=False)
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = values
+
+    def close(self) -> None:
+        # Called after the loop: the last epoch handed out has run, whether it ended the range
+        # or stopped the stage early.
+        if self.epoch is not None:
+            self._write(done=True)
+
+    def _write(self, *, done: bool) -> None:
+        self.last = time.perf_counter()
+        last = self.epochs[-1] if len(self.epochs) else self.epoch
+        values = "".join(f" {key}={value}" for key, value in self.postfix.items())
+        head = f"{self.desc}:" if self.desc else "training:"
+        end = ", done" if done else ""
+        self.stream.write(f"{head} epoch {self.epoch}/{last}{values} "
+                          f"({self.last - self.start:.0f} s{end})\n")
+        self.stream.flush()
 
 
 StageFn = Callable[[str], StageResult]

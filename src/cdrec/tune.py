@@ -33,8 +33,8 @@ from cdrec.config import RunConfig, fingerprint, load_data, set_dotted
 from cdrec.filenames import safe_name
 from cdrec.models import build_model
 from cdrec.models.bases.cache import BaseCache
-from cdrec.search_space import Range, SearchSpace
 from cdrec.runtime import keep_freed_memory, set_threads
+from cdrec.search_space import Range, SearchSpace
 from cdrec.split import Evaluator
 from cdrec.train import FitContext, resolve_device, seed_everything
 

@@ -10,6 +10,7 @@ from cdrec.data.readers import (
     read_douban,
     read_table,
 )
+from cdrec.data.recbole import read_recbole
 from cdrec.data.schema import DataError, DataWarning, MissingFileError
 from cdrec.data.transforms import binarize, k_core
 
@@ -29,6 +30,7 @@ __all__ = [
     "read_amazon_ratings_csv",
     "read_amazon_reviews",
     "read_douban",
+    "read_recbole",
     "read_table",
     "sample_path",
     "shipped_datasets",

@@ -28,11 +28,13 @@ import torch
 
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.data.schema import (
+    MIXED_IDS,
     ROW,
     ROWS_LINES,
     ROWS_TABLE,
     ROWS_WITH_HEADER,
     DataError,
+    IdSource,
     MissingFileError,
     check_ids,
     column_label,
@@ -42,6 +44,7 @@ from cdrec.data.schema import (
 )
 
 PathLike = str | os.PathLike[str]
+MixedIds = Literal["warn", "error"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _AMAZON_FIELDS = {"user": "reviewerID", "item": "asin", "rating": "overall",
@@ -234,14 +237,26 @@ def _interactions(users: np.ndarray, items: np.ndarray, frame: pd.DataFrame) -> 
     )
 
 
+def _source(frame: pd.DataFrame, path: str | None, role: str, convention: str) -> IdSource:
+    """Where ``frame``'s ``role`` ids were read: file, rows, the column's label (kept in
+    ``attrs`` by ``validate_interactions``) and how its rows count."""
+    rows = frame[ROW].to_numpy() if ROW in frame.columns else np.arange(1, len(frame) + 1)
+    label = frame.attrs.get("labels", {}).get(role, role)
+    return IdSource(path, rows, str(label), frame.attrs.get("rows", convention))
+
+
 def _assemble(parts: Mapping[str, _Part], *, name: str, provenance: dict[str, str],
-              ids: str = "auto") -> CrossDomainData:
+              ids: str = "auto", mixed_ids: str = "warn") -> CrossDomainData:
     user_parts: list[pd.Series] = []
+    user_sources: list[IdSource] = []
     for part in parts.values():
         user_parts.append(part.train["user"])
+        user_sources.append(_source(part.train, part.path, "user", ROWS_TABLE))
         if part.test is not None:
             user_parts.append(part.test["user"])
-    all_users = normalise_ids(user_parts, ids)
+            user_sources.append(_source(part.test, part.test_path, "user", part.test_rows))
+    all_users = normalise_ids(user_parts, ids, role="user", sources=user_sources,
+                              mixed=mixed_ids)
     user_ids = np.unique(np.concatenate(all_users))
     user_arrays = iter(all_users)
     user_index = pd.Index(user_ids)
@@ -251,7 +266,11 @@ def _assemble(parts: Mapping[str, _Part], *, name: str, provenance: dict[str, st
         train_users = next(user_arrays)
         test_users = next(user_arrays) if part.test is not None else None
         item_parts = [part.train["item"]] + ([part.test["item"]] if part.test is not None else [])
-        item_arrays = normalise_ids(item_parts, ids)
+        item_sources = [_source(part.train, part.path, "item", ROWS_TABLE)]
+        if part.test is not None:
+            item_sources.append(_source(part.test, part.test_path, "item", part.test_rows))
+        item_arrays = normalise_ids(item_parts, ids, role="item", sources=item_sources,
+                                    mixed=mixed_ids)
         item_ids = np.unique(item_arrays[0])
         given_test = None
         if part.test is not None:
@@ -285,6 +304,12 @@ def _paths(files: Mapping[str, PathLike]) -> dict[str, Path]:
     return {str(dom): Path(p) for dom, p in files.items()}
 
 
+def _check_mixed(mixed_ids: str) -> str:
+    if mixed_ids not in MIXED_IDS:
+        raise ValueError(f"mixed_ids must be 'warn' or 'error', got {mixed_ids!r}")
+    return mixed_ids
+
+
 def _check_scale(rating_scale: tuple[float, float] | None) -> tuple[float, float] | None:
     if rating_scale is None:
         return None
@@ -299,16 +324,18 @@ def _check_scale(rating_scale: tuple[float, float] | None) -> tuple[float, float
 # --------------------------------------------------------------------------------------------
 
 def read_douban(directory: PathLike, domains: Sequence[str] = ("book", "music"),
-                rating_scale: tuple[float, float] | None = (1, 5)) -> CrossDomainData:
+                rating_scale: tuple[float, float] | None = (1, 5),
+                mixed_ids: MixedIds = "warn") -> CrossDomainData:
     """Douban (GA-DTCDR release): ``{domain}_ratings.tsv.gz`` (or ``.tsv``) per domain.
 
     Each file is TSV without header, ``user<TAB>item<TAB>rating``; user ids are shared across
-    the files, item ids are per domain.
+    the files, item ids are per domain. ``mixed_ids``: see :func:`read_table`.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise MissingFileError("Douban directory not found", path=str(directory))
     scale = _check_scale(rating_scale)
+    _check_mixed(mixed_ids)
     columns = {"user": 0, "item": 1, "rating": 2, "timestamp": None}
     parts: dict[str, _Part] = {}
     for dom in domains:
@@ -320,20 +347,23 @@ def read_douban(directory: PathLike, domains: Sequence[str] = ("book", "music"),
         parts[dom] = _Part(train, str(path), scale)
     provenance = {"reader": "read_douban", "directory": str(directory),
                   "files": ", ".join(Path(p.path).name for p in parts.values())}
-    return _assemble(parts, name="douban", provenance=provenance)
+    return _assemble(parts, name="douban", provenance=provenance, mixed_ids=mixed_ids)
 
 
 def read_amazon_implicit_pair(root: PathLike, a: str, b: str,
-                              test_file: str | None = "test") -> CrossDomainData:
+                              test_file: str | None = "test",
+                              mixed_ids: MixedIds = "warn") -> CrossDomainData:
     """One DisenCDR-style Amazon pair: folder ``root/a_b`` is domain ``a``, ``root/b_a`` is ``b``.
 
     ``train.txt.gz`` (or ``.txt``) gives the interactions (implicit: rating 1, ``rating_scale``
     None). ``test_file`` picks the leave-one-out file put in ``Domain.given_test``: ``"test"``
     (every test item must occur in training, else ``DataError``), ``"test_original"`` (test-only
     items are appended to the item space after the training items) or ``None`` (no test).
+    ``mixed_ids``: see :func:`read_table`.
     """
     if test_file not in ("test", "test_original", None):
         raise ValueError(f"test_file must be 'test', 'test_original' or None, got {test_file!r}")
+    _check_mixed(mixed_ids)
     root = Path(root)
     columns = {"user": 0, "item": 1, "rating": 2, "timestamp": None}
     parts: dict[str, _Part] = {}
@@ -360,7 +390,8 @@ def read_amazon_implicit_pair(root: PathLike, a: str, b: str,
         parts[dom] = part
     provenance = {"reader": "read_amazon_implicit_pair", "root": str(root),
                   "folders": f"{a}_{b}, {b}_{a}", "test_file": str(test_file)}
-    return _assemble(parts, name=f"amazon_implicit/{a}_{b}", provenance=provenance)
+    return _assemble(parts, name=f"amazon_implicit/{a}_{b}", provenance=provenance,
+                     mixed_ids=mixed_ids)
 
 
 def read_table(path_or_paths: PathLike | Mapping[str, PathLike], *,
@@ -369,7 +400,7 @@ def read_table(path_or_paths: PathLike | Mapping[str, PathLike], *,
                domain: Hashable | None = None,
                rating_scale: tuple[float, float] | None = (1, 5),
                sep: str | None = None, header: bool = True,
-               name: str | None = None) -> CrossDomainData:
+               name: str | None = None, mixed_ids: MixedIds = "warn") -> CrossDomainData:
     """A generic CSV / TSV / Parquet / JSON-lines table (format by suffix, ``.gz`` allowed).
 
     Either one file with a domain column (``domain="colname"``; one domain per distinct value),
@@ -378,8 +409,14 @@ def read_table(path_or_paths: PathLike | Mapping[str, PathLike], *,
     ``header=False`` give them as 0-based positions. ``rating=None``: implicit feedback (all 1,
     ``rating_scale`` ignored). ``rating_scale=None`` with a rating column: implicit, every value
     must be 1. ``sep`` overrides the separator guessed from the suffix.
+
+    Ids that are all integers become int64 (sorted as numbers); otherwise every id is text.
+    Integers mixed with text (one ``"alice"`` among numbers) would silently make every id text
+    and so change seeded splits: ``mixed_ids="warn"`` (default) reads them as text with a
+    ``DataWarning`` naming the count and the first odd row, ``"error"`` raises a ``DataError``.
     """
     scale = None if rating is None else _check_scale(rating_scale)
+    _check_mixed(mixed_ids)
     columns = {"user": user, "item": item, "rating": rating, "timestamp": timestamp}
     parts: dict[str, _Part] = {}
     if isinstance(path_or_paths, Mapping):
@@ -414,7 +451,8 @@ def read_table(path_or_paths: PathLike | Mapping[str, PathLike], *,
     if domain is not None:
         provenance["domain_column"] = str(domain)
     default_name = next(iter(files)) if len(files) == 1 else "table"
-    return _assemble(parts, name=name or default_name, provenance=provenance)
+    return _assemble(parts, name=name or default_name, provenance=provenance,
+                     mixed_ids=mixed_ids)
 
 
 def read_amazon_ratings_csv(files: Mapping[str, PathLike]) -> CrossDomainData:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -163,20 +164,51 @@ def parse_ratings(frame: pd.DataFrame, column: Hashable, *, scale: tuple[float, 
     return array.astype(np.float32)
 
 
+# Words pandas turns into the clock's current time: data read twice would differ, so refused.
+_CLOCK_WORDS = ("now", "today")
+
+
+def _to_datetime(text: pd.Series) -> pd.Series:
+    """Date strings as UTC datetimes (NaT where a value is not a date), without pandas warnings.
+
+    One format is inferred from the first value and applied to all (fast); the values it does
+    not fit are retried one by one (``format="mixed"``). pandas warns when it cannot infer a
+    format; that is expected here and the caller names every value that fails, so the warning
+    is silenced rather than left to leak out of a reader.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        stamps = pd.to_datetime(text, errors="coerce", utc=True)
+        retry = (stamps.isna() & text.notna()).to_numpy()
+        if retry.any():
+            again = pd.to_datetime(text[retry], errors="coerce", utc=True, format="mixed")
+            stamps = stamps.where(~retry, again.reindex(text.index).astype(stamps.dtype))
+    clock = text.astype("string").str.strip().str.lower().isin(_CLOCK_WORDS).fillna(False)
+    return stamps.mask(clock.to_numpy(dtype=bool))
+
+
 def parse_timestamps(frame: pd.DataFrame, column: Hashable, *, path: str, rows: str,
                      label: str | None = None) -> np.ndarray:
-    """Timestamps as int64 seconds: integers as they are, datetimes (or date strings) converted."""
+    """Timestamps as int64 seconds: numbers (epoch seconds) as they are, dates converted.
+
+    A column is numbers or dates, not both: a value of the other kind, a value that is
+    neither, or a missing value is an error naming its row and value (the first of them, with
+    the count).
+    """
     label = label or str(column)
-    raw = frame[column]
+    raw = frame[column].reset_index(drop=True)  # positions as index: subsets realign safely
+    missing = raw.isna().to_numpy()
     if pd.api.types.is_datetime64_any_dtype(raw):
         stamps = raw
     else:
         numbers = pd.to_numeric(raw, errors="coerce")
         if pd.api.types.is_integer_dtype(numbers):
             return numbers.to_numpy(dtype=np.int64)
-        if not (numbers.isna() & raw.notna()).any():
-            if numbers.isna().any():
-                row, count = _first(frame, numbers.isna().to_numpy())
+        numeric = numbers.notna().to_numpy()
+        other = ~numeric & ~missing  # neither missing nor a number: must be a date
+        if not other.any():
+            if missing.any():
+                row, count = _first(frame, missing)
                 raise DataError(f"timestamp is missing{_count_note(count, rows)}", path=path,
                                 row=row, column=label)
             array = numbers.to_numpy(dtype=np.float64)
@@ -185,15 +217,33 @@ def parse_timestamps(frame: pd.DataFrame, column: Hashable, *, path: str, rows: 
                 raise DataError(f"timestamp is not finite{_count_note(count, rows)}", path=path,
                                 row=row, column=label)
             return np.floor(array).astype(np.int64)
-        stamps = pd.to_datetime(raw, errors="coerce", utc=True)
-        if (stamps.isna() & raw.notna()).any():  # one format is guessed; retry element-wise
-            stamps = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed")
-    bad = stamps.isna().to_numpy()
-    if bad.any():
-        row, count = _first(frame, bad)
-        value = raw.to_numpy()[np.flatnonzero(bad)[0]]
-        raise DataError(f"timestamp {_show(value)} is neither a number nor a date"
-                        f"{_count_note(count, rows)}", path=path, row=row, column=label)
+        # Only the values that are not numbers are parsed as dates: a column of epoch seconds
+        # with one bad value must name that value, not fail every number as "not a date".
+        stamps = _to_datetime(raw[other]).reindex(raw.index)  # NaT at the numbers
+        bad = other & stamps.isna().to_numpy()
+        if bad.any():
+            row, count = _first(frame, bad)
+            value = raw.to_numpy()[np.flatnonzero(bad)[0]]
+            raise DataError(f"timestamp {_show(value)} is neither a number nor a date"
+                            f"{_count_note(count, rows)}", path=path, row=row, column=label)
+        if numeric.any():
+            # Both kinds: name the first value of the rarer kind, the likelier mistake.
+            n_numbers, n_dates = int(numeric.sum()), int(other.sum())
+            odd = numeric if n_numbers <= n_dates else other
+            row, count = _first(frame, odd)
+            value = raw.to_numpy()[np.flatnonzero(odd)[0]]
+            total = n_numbers + n_dates
+            if odd is numeric:
+                kind, rest = "a number", f"{n_dates} of the {total} values are dates"
+            else:
+                kind, rest = "a date", f"{n_numbers} of the {total} values are epoch seconds"
+            raise DataError(f"timestamp {_show(value)} is {kind} but {rest}; a timestamp column "
+                            f"holds one kind{_count_note(count, rows)}", path=path, row=row,
+                            column=label)
+    if stamps.isna().any():
+        row, count = _first(frame, stamps.isna().to_numpy())
+        raise DataError(f"timestamp is missing{_count_note(count, rows)}", path=path, row=row,
+                        column=label)
     if getattr(stamps.dt, "tz", None) is None:
         stamps = stamps.dt.tz_localize("UTC")
     seconds = (stamps - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
@@ -246,19 +296,47 @@ def validate_interactions(frame: pd.DataFrame, columns: Mapping[str, Hashable | 
     for col in keep:
         out[col] = frame[col].to_numpy()
     result = pd.DataFrame(out, index=pd.RangeIndex(len(frame)))
+    # Later checks across files (mixed id types) name rows with the file's own convention and
+    # column labels; pandas keeps ``attrs`` through the row selections that follow.
+    result.attrs.update(rows=rows, labels=labels)
     return drop_duplicate_pairs(result, path=path, rows=rows, domain=domain)
 
 
-def normalise_ids(parts: Sequence[pd.Series | np.ndarray], mode: str = "auto") -> list[np.ndarray]:
+MIXED_IDS = ("warn", "error")
+
+
+@dataclass(frozen=True)
+class IdSource:
+    """Where one part of an id column came from, to name a row in messages."""
+
+    path: str | None
+    rows: np.ndarray  # the row number (``ROW``) of each id
+    label: str  # the column as messages name it
+    convention: str = ROWS_TABLE  # how ``rows`` count (one of the ``ROWS_*`` sentences)
+
+
+def normalise_ids(parts: Sequence[pd.Series | np.ndarray], mode: str = "auto", *,
+                  role: str = "id", sources: Sequence[IdSource] | None = None,
+                  mixed: str = "warn") -> list[np.ndarray]:
     """Put id columns that must be compared with each other into one type.
 
     ``mode="str"``: every id as text. ``mode="auto"``: int64 when every id in every part is an
     integer (integer dtype, integral floats, or text in canonical integer form such as ``"42"``,
     not ``"042"``), else text; so ids sort numerically when they are numbers.
+
+    In ``"auto"`` mode, text ids among ids that are mostly integers (one ``"alice"`` among
+    numbers) turn every id into text, which reorders the ids and so changes seeded splits:
+    ``mixed="warn"`` warns (``DataWarning``) with the count and the first text id's row,
+    ``mixed="error"`` raises a ``DataError``. ``sources`` (one per part) say where each part was
+    read, for the message.
     """
     series = [p if isinstance(p, pd.Series) else pd.Series(p) for p in parts]
     if mode not in ("auto", "str"):
         raise ValueError(f"id mode must be 'auto' or 'str', got {mode!r}")
+    if mixed not in MIXED_IDS:
+        raise ValueError(f"mixed_ids must be 'warn' or 'error', got {mixed!r}")
+    if sources is not None and len(sources) != len(series):
+        raise ValueError(f"{len(sources)} sources for {len(series)} id parts")
     if mode == "auto":
         if all(pd.api.types.is_integer_dtype(s) for s in series):
             return [s.to_numpy(dtype=np.int64) for s in series]
@@ -269,7 +347,44 @@ def normalise_ids(parts: Sequence[pd.Series | np.ndarray], mode: str = "auto") -
                    for a in arrays):
                 return [a.astype(np.int64) for a in arrays]
         texts = [s.astype("string") for s in series]
-        if all(bool(t.str.fullmatch(_CANONICAL_INT).all()) for t in texts):
+        is_int = [t.str.fullmatch(_CANONICAL_INT).fillna(False).to_numpy(dtype=bool)
+                  for t in texts]
+        if all(bool(flags.all()) for flags in is_int):
             return [t.astype(np.int64).to_numpy(dtype=np.int64) for t in texts]
+        n_int = sum(int(flags.sum()) for flags in is_int)
+        if n_int * 2 >= sum(len(flags) for flags in is_int):
+            # Mostly integers: the text ids are likely mistakes that reorder every id. (Mostly
+            # text, as Amazon's ASINs with a few all-digit ones, is text data: no warning.)
+            _mixed_ids(texts, is_int, role=role, sources=sources, mixed=mixed)
         return [t.to_numpy(dtype=object) for t in texts]
     return [s.astype("string").to_numpy(dtype=object) for s in series]
+
+
+def _mixed_ids(texts: Sequence[pd.Series], is_int: Sequence[np.ndarray], *, role: str,
+               sources: Sequence[IdSource] | None, mixed: str) -> None:
+    """Warn about (or refuse) text ids among integer ids, naming the first text one."""
+    n = sum(len(flags) for flags in is_int)
+    n_int = sum(int(flags.sum()) for flags in is_int)
+    odd = [~flags for flags in is_int]
+    count = n - n_int
+    part = next(i for i, o in enumerate(odd) if o.any())
+    pos = int(np.flatnonzero(odd[part])[0])
+    value = texts[part].iloc[pos]
+    source = sources[part] if sources is not None else None
+    convention = source.convention if source is not None else ROWS_TABLE
+    files = {s.path for s, o in zip(sources, odd, strict=True) if o.any()} if sources else set()
+    across = f" across {len(files)} files" if len(files) > 1 else ""
+    more = "" if count == 1 else f"; {count} such rows{across}, the first is named"
+    then = (f"every {role} id would be read as text, and text ids sort differently, which "
+            "changes seeded splits; make the ids one type, or set mixed_ids='warn' to read them "
+            "as text" if mixed == "error" else
+            f"every {role} id is read as text (set mixed_ids='error' to refuse such data), and "
+            "text ids sort differently, which changes seeded splits; make the ids one type")
+    message = (f"{role} id {_show(value)} is not an integer, but {n_int} of the {n} rows have "
+               f"integer {role} ids: {then} ({convention}{more})")
+    error = DataError(message, path=None if source is None else source.path,
+                      row=None if source is None else int(source.rows[pos]),
+                      column=None if source is None else source.label)
+    if mixed == "error":
+        raise error
+    warnings.warn(str(error), DataWarning, stacklevel=5)  # at the reader's caller

@@ -22,10 +22,15 @@ def available_models() -> dict[str, type[Recommender]]:
 
 def build_model(name: str, **params: object) -> Recommender:
     """The model registered as ``name`` with hyper-parameters ``params`` (validated: an unknown
-    key or a bad value is an error)."""
+    key or a bad value is pydantic's ``ValidationError``; a misspelt name is a ``KeyError``
+    suggesting the closest registered names)."""
+    import difflib
+
     models = available_models()
     if name not in models:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(models)}")
+        close = difflib.get_close_matches(name, list(models), n=3)
+        hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+        raise KeyError(f"unknown model {name!r}{hint}; available: {', '.join(models)}")
     return models[name](**params)
 
 

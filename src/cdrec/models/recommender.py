@@ -9,13 +9,26 @@ paper's), ``fit`` learns and leaves learned state on the module, ``predict`` sco
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import ClassVar, Self
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
+import numpy as np
+import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from cdrec.models.model_file import save_model
+from cdrec.models.serving import (
+    NewHistory,
+    TrainedOn,
+    as_frame,
+    new_history,
+    score_all_items,
+    top_k,
+    user_blocks,
+)
 from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext
 
@@ -34,6 +47,9 @@ class Recommender(nn.Module, ABC):
     # A non-personalised model: the result tables mark every model against the best floor.
     is_floor: ClassVar[bool] = False
     registered_name: ClassVar[str] = ""
+    # Learned attributes (``name_``) that a saved model leaves out: diagnostics of the fit that
+    # predictions do not use and that are not plain data (see ``cdrec.models.persist``).
+    transient_attributes: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **params: object) -> None:
         super().__init__()
@@ -55,6 +71,7 @@ class Recommender(nn.Module, ABC):
             self._fit(train, validation, context)
         finally:
             self._fitting = False
+        self.trained_on_ = TrainedOn.of(train)
         self.fitted_ = True
         self.eval()
         return self
@@ -70,6 +87,90 @@ class Recommender(nn.Module, ABC):
     def check_fitted(self) -> None:
         if not (self.fitted_ or self._fitting):
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(train) first")
+
+    # -- saving and loading (``cdrec.models.persist``) -----------------------------------------
+
+    def architecture(self) -> dict[str, Any]:
+        """What rebuilds this fitted model's modules untrained (sizes, the bases' settings), as
+        plain data: saved with the state so that ``_build`` can make a module it loads into."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not describe its architecture, so it cannot be saved: "
+            "implement architecture() and _build() (docs/adding_a_method.md)")
+
+    def _build(self, architecture: Mapping[str, Any]) -> None:
+        """Create the (untrained) learned modules and buffers ``architecture`` describes."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be loaded: implement _build()")
+
+    def save(self, path: str | Path, *, include_seen: bool = True) -> Path:
+        """Write the fitted model to one file: name, config, state, original ids and (unless
+        ``include_seen=False``) the training (user, item) pairs that ``recommend`` leaves out.
+        Read it back with ``cdrec.load``."""
+        return save_model(self, path, include_seen=include_seen)
+
+    # -- recommending ----------------------------------------------------------------------
+
+    def _trained_on(self) -> TrainedOn:
+        self.check_fitted()
+        trained_on: TrainedOn | None = getattr(self, "trained_on_", None)
+        if trained_on is None:
+            raise RuntimeError(f"{type(self).__name__} was fitted before it kept its training "
+                               "ids; refit it")
+        return trained_on
+
+    @torch.no_grad()
+    def recommend(self, domain: str, users: Sequence[Any] | np.ndarray, k: int = 10, *,
+                  exclude_seen: bool = True) -> pd.DataFrame:
+        """Top-``k`` items of ``domain`` for each of ``users`` (original ids), as a table
+        ``user, rank, item, score`` by original ids; items a user has in that domain's training
+        data are left out unless ``exclude_seen=False``. Batched over users."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        ids = self._trained_on()
+        item_ids = ids.domain(domain)
+        index = ids.users(users)
+        frames = []
+        for block in user_blocks(index.numel(), len(item_ids)):
+            chunk = index[block]
+            scores = self.score_users(domain, chunk.to(self.device), len(item_ids)).cpu()
+            seen = ids.seen_pairs(domain, chunk) if exclude_seen else None
+            values, items = top_k(scores, k, seen)
+            frames.append(as_frame(ids.user_ids[chunk.numpy()], values, items, item_ids))
+        return pd.concat(frames, ignore_index=True)
+
+    def score_users(self, domain: str, users: torch.Tensor, n_items: int) -> torch.Tensor:
+        """Scores ``[U, n_items]`` of items ``0..n_items-1`` of ``domain`` for ``users``: by
+        default ``predict`` over every pair; models with user states override it with one
+        state per user and a matrix product (``EmbeddingBase.score_items``)."""
+        return score_all_items(self, domain, users, n_items)
+
+    def score_new_users(self, history: NewHistory, target: str, items: torch.Tensor
+                        ) -> torch.Tensor:
+        """Scores ``[history.n, len(items)]`` of ``items`` of ``target`` for new users known by
+        their source history only. Methods that can map a new user override this."""
+        raise ValueError(
+            f"{type(self).__name__} cannot recommend for a new user from a source history: it "
+            "has no way to map a user it was not trained on into the target domain. Transfer "
+            "methods can (EMCDR, TMCDR, PTUPCDR, SSCDR, DCDCSR, CST), and so can the floors "
+            "and TGT, whose cold-user predictions ignore the history")
+
+    @torch.no_grad()
+    def recommend_from_history(self, history: pd.DataFrame | Mapping[Any, float],
+                               k: int = 10, *, unknown: str = "warn") -> pd.DataFrame:
+        """Top-``k`` target-domain items for new users given their source-domain history: the
+        cold-start case. ``history`` is a table with columns ``item`` (original source item
+        ids), optional ``rating`` and optional ``user`` (any label, one list per label), or a
+        mapping ``{item: rating}`` for one user. Item ids the source domain does not have are
+        reported (``unknown="warn"``: a warning naming them; ``"error"``: a ``KeyError``)."""
+        ids = self._trained_on()
+        if ids.source is None or ids.target is None:
+            raise ValueError(f"{type(self).__name__} was fitted on scenario {ids.scenario!r}, "
+                             "which has no source and target domain")
+        labels, parsed = new_history(history, ids, unknown=unknown)
+        item_ids = ids.domain(ids.target)
+        scores = self.score_new_users(parsed, ids.target,
+                                      torch.arange(len(item_ids), device=self.device)).cpu()
+        values, items = top_k(scores, k)
+        return as_frame(labels, values, items, item_ids)
 
     @property
     def device(self) -> torch.device:

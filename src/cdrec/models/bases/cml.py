@@ -58,6 +58,9 @@ class CMLBase(FactorBase):
 
 
 
+    def score_items(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return -torch.cdist(state, self.item_factors.weight[items]).pow(2)
+
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return -(state - self.item_factors(items)).pow(2).sum(-1)
 
@@ -92,6 +95,10 @@ class CMLBase(FactorBase):
                     table[rows] = vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1.0)
                 else:
                     table.div_(table.norm(dim=1, keepdim=True).clamp_min(1.0))
+
+    def constrain_state(self, state: torch.Tensor) -> torch.Tensor:
+        """Users live in the unit ball (the projection above)."""
+        return state / state.norm(dim=-1, keepdim=True).clamp_min(1.0)
 
 
 @register("CML")

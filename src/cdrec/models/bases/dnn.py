@@ -89,6 +89,13 @@ class DNNBase(FactorBase):
                            ) -> list[torch.Tensor]:
         return [] if self.implicit else [self.rows(self.item_bias, items)]
 
+    def score_items(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        u = state if self.config.state_after_tower else self.user_tower(state)
+        out = u @ self.item_tower(self.item_factors.weight[items]).T
+        if not self.implicit:
+            out = out + (self.global_mean + self.item_bias[items])
+        return out
+
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         u = state if self.config.state_after_tower else self.user_tower(state)
         out = (u * self.item_tower(self.item_factors(items))).sum(-1)

@@ -52,6 +52,12 @@ class GMFBase(FactorBase):
         bias = [] if self.implicit else [self.rows(self.item_bias, items)]
         return [self.h.unsqueeze(0), *bias]
 
+    def score_items(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        out = (state * self.h) @ self.item_factors.weight[items].T
+        if not self.implicit:
+            out = out + (self.global_mean + self.item_bias[items])
+        return out
+
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         out = (state * self.item_factors(items) * self.h).sum(-1)
         if not self.implicit:

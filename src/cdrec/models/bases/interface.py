@@ -64,6 +64,7 @@ class EmbeddingBase(nn.Module, ABC):
 
     Config: ClassVar[type[BaseConfig]] = BaseConfig
     implicit_only: ClassVar[bool] = False
+    registered_base: ClassVar[str] = ""  # set by ``register_base``
 
     def __init__(self, n_users: int, n_items: int, config: BaseConfig, *, implicit: bool,
                  global_mean: float = 0.0, generator: torch.Generator | None = None) -> None:
@@ -110,6 +111,17 @@ class EmbeddingBase(nn.Module, ABC):
 
     def after_step(self) -> None:
         """Hook after each optimiser step (e.g. CML's projection onto the unit ball)."""
+
+    def score_items(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores ``[U, n]`` of the same ``items`` ``[n]`` for each user state ``[U, D]``: what
+        serving needs (every item for a block of users). Bases whose score is an inner product
+        override it with one matrix product."""
+        return self.score_with(state.unsqueeze(1), items.expand(state.shape[0], -1))
+
+    def constrain_state(self, state: torch.Tensor) -> torch.Tensor:
+        """A user state brought into the set the base keeps its users in (CML: the unit ball);
+        used when a new user's state is fitted outside the tables (``serving.fold_in``)."""
+        return state
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.score_with(self.user_state(users), items)

@@ -65,6 +65,9 @@ class ListRankMFBase(FactorBase):
 
 
 
+    def score_items(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(state @ self.item_factors.weight[items].T)
+
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid((state * self.item_factors(items)).sum(-1))
 

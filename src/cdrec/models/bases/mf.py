@@ -65,6 +65,13 @@ class MFBase(FactorBase):
         return out
 
 
+    def score_items(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        dim = self.config.dim
+        out = state[:, :dim] @ self.item_factors.weight[items].T
+        if self.use_bias:
+            out = out + (self.global_mean + state[:, dim:dim + 1] + self.item_bias[items])
+        return out
+
     def bias_rows(self) -> list[nn.Parameter]:
         return [self.user_bias, self.item_bias]
 
@@ -107,6 +114,7 @@ class TGT(MF):
 
     supports = frozenset({"coldstart"})
     merge_in_coldstart = False
+    serves_new_users_at_prior = True
 
 
 @register("BPR")

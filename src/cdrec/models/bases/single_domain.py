@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from cdrec.data.dataset import Interactions
-from cdrec.models.bases.interface import BaseConfig
+from cdrec.models.bases.interface import BaseConfig, EmbeddingBase
 from cdrec.models.bases.pretrain import new_base, pretrain_base
-from cdrec.models.bases.registry import BASES
+from cdrec.models.bases.registry import BASES, base_spec, build_base
 from cdrec.models.recommender import Recommender, validation_for, validator
 from cdrec.models.registry import IMPLICIT_SCENARIOS, LABELLED_SCENARIOS
+from cdrec.models.serving import NewHistory
 from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext
 
@@ -45,6 +47,9 @@ class SingleDomain(Recommender):
 
     base_name: ClassVar[str] = ""
     merge_in_coldstart: ClassVar[bool] = True
+    # Whether a cold-start user is served at the base's prior (zero state): TGT and BiasFloor,
+    # which never see a cold user's source data, so a new user's history changes nothing.
+    serves_new_users_at_prior: ClassVar[bool] = False
     supports = LABELLED_SCENARIOS
     config: BaseConfig  # ``Config`` is the base's own config class (set below)
     models: nn.ModuleDict  # domain -> its EmbeddingBase, set in ``_fit``
@@ -70,6 +75,40 @@ class SingleDomain(Recommender):
             self.models[domain] = base
             pretrain_base(train, domain, self.base_name, self.config, context, base=base,
                           validate=validator(self, validation_for(validation, domain)))
+
+    def architecture(self) -> dict[str, Any]:
+        return {"bases": {domain: base_spec(self.base(domain)) for domain in self.models}}
+
+    def _build(self, architecture: Mapping[str, Any]) -> None:
+        self.models = nn.ModuleDict({domain: build_base(spec)
+                                     for domain, spec in architecture["bases"].items()})
+
+    def base(self, domain: str) -> EmbeddingBase:
+        """The fitted base of ``domain``."""
+        base = self.models[domain]
+        assert isinstance(base, EmbeddingBase)
+        return base
+
+    @torch.no_grad()
+    def score_users(self, domain: str, users: torch.Tensor, n_items: int) -> torch.Tensor:
+        self.check_fitted()
+        if domain not in self.models:
+            raise KeyError(f"{type(self).__name__} was fitted on {list(self.models)}, "
+                           f"not {domain!r}")
+        base = self.base(domain)
+        return base.score_items(base.user_state(users), torch.arange(n_items,
+                                                                     device=users.device))
+
+    def score_new_users(self, history: NewHistory, target: str, items: torch.Tensor
+                        ) -> torch.Tensor:
+        if not self.serves_new_users_at_prior:
+            return super().score_new_users(history, target, items)
+        if target not in self.models:
+            raise KeyError(f"{type(self).__name__} was fitted on {list(self.models)}, "
+                           f"not {target!r}")
+        base = self.base(target)
+        return base.score_items(torch.zeros(history.n, base.user_dim, device=items.device),
+                                items)
 
     @torch.no_grad()
     def predict(self, domain: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,8 @@ lambda is not recovered from the paper; 1.0 is cdrec's choice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -39,9 +40,11 @@ from pydantic import Field
 from cdrec.models.bases.batching import epoch_batches
 from cdrec.models.bases.interface import EmbeddingBase
 from cdrec.models.bases.pretrain import new_base, pretrain_base
+from cdrec.models.bases.registry import base_spec, build_base
 from cdrec.models.coldstart.transfer import TransferConfig, restrict_to_users
 from cdrec.models.recommender import Recommender, validator
 from cdrec.models.registry import register
+from cdrec.models.serving import NewHistory, fold_in
 from cdrec.models.training import fit_stage
 from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext, trainable
@@ -116,6 +119,32 @@ class CST(Recommender):
                   settings, context=context, stage=f"finetune_{target_name}",
                   validate=validator(self, validation), parameters=trainable(target),
                   after_step=target.after_step)
+
+    def architecture(self) -> dict[str, Any]:
+        return {"source": base_spec(self.source_), "target": base_spec(self.target_)}
+
+    def _build(self, architecture: Mapping[str, Any]) -> None:
+        self.source_ = build_base(architecture["source"])
+        self.target_ = build_base(architecture["target"])
+        for p in self.source_.parameters():
+            p.requires_grad_(False)
+
+    def score_new_users(self, history: NewHistory, target: str, items: torch.Tensor
+                        ) -> torch.Tensor:
+        """A cold-start user's target state is its source coordinates (step 3): a new user's are
+        fitted from the history with the frozen source base (``serving.fold_in``)."""
+        if target != self.domains_[1]:
+            raise KeyError(f"CST transfers into {self.domains_[1]!r}, not {target!r}")
+        return self.target_.score_items(fold_in(self.source_, history), items)
+
+    @torch.no_grad()
+    def score_users(self, domain: str, users: torch.Tensor, n_items: int) -> torch.Tensor:
+        self.check_fitted()
+        if domain not in self.domains_:
+            raise KeyError(f"CST was fitted for {self.domains_}, not {domain!r}")
+        model = self.source_ if domain == self.domains_[0] else self.target_
+        return model.score_items(model.user_state(users), torch.arange(n_items,
+                                                                       device=users.device))
 
     def coordinate_penalty(self, users: torch.Tensor) -> torch.Tensor:
         """The pull of Eq. 2 on a batch: sum_u ||U^t_u - U^s_u||^2 / batch size."""

@@ -104,8 +104,7 @@ class DCDCSR(TransferMethod):
         self.register_buffer("w_source_", w_source.to(context.device), persistent=False)
         self.register_buffer("w_target_", w_target.to(context.device), persistent=False)
         # Both bases share one config, so U^s, U^t and B have one size.
-        self.transfer_ = deep_mapping(source.user_dim, target.user_dim, cfg.depth,
-                                      cfg.hidden_factor).to(context.device)
+        self.transfer_ = self._new_transfer().to(context.device)
         both = cfg.train_inputs == "both"
 
         def loss_fn(batch: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -119,6 +118,10 @@ class DCDCSR(TransferMethod):
 
         fit_stage(self, loss_fn, lambda gen: [overlap], cfg, context=context, stage="mapping",
                   validate=validator(self, validation), parameters=trainable(self.transfer_))
+
+    def _new_transfer(self) -> torch.nn.Module:
+        return deep_mapping(self.source_.user_dim, self.target_.user_dim, self.config.depth,
+                            self.config.hidden_factor)
 
     def benchmark(self, users: torch.Tensor, source_state: torch.Tensor,
                   target_state: torch.Tensor) -> torch.Tensor:

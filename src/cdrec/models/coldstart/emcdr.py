@@ -65,8 +65,7 @@ class EMCDR(TransferMethod):
         if cfg.mapping == "ridge":
             self._fit_ridge(overlap, validation)
             return
-        self.transfer_ = mapping_network(cfg.mapping, self.source_.user_dim,
-                                         self.target_.user_dim, cfg.hidden_factor)
+        self.transfer_ = self._new_transfer()
         self.transfer_.to(context.device)
         source: EmbeddingBase = self.source_
         target: EmbeddingBase = self.target_
@@ -78,6 +77,11 @@ class EMCDR(TransferMethod):
 
         fit_stage(self, loss_fn, lambda gen: [overlap], cfg, context=context, stage="mapping",
                   validate=validator(self, validation), parameters=trainable(self.transfer_))
+
+    def _new_transfer(self) -> torch.nn.Module:
+        kind = "linear" if self.config.mapping == "ridge" else self.config.mapping
+        return mapping_network(kind, self.source_.user_dim, self.target_.user_dim,
+                               self.config.hidden_factor)
 
     def _fit_ridge(self, overlap: torch.Tensor, validation: Evaluator | None) -> None:
         """The closed-form map; its penalty chosen on the validation users (as ItemMean's

@@ -52,6 +52,7 @@ from cdrec.models.bases.interface import EmbeddingBase
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod
 from cdrec.models.recommender import validator
 from cdrec.models.registry import register
+from cdrec.models.serving import NewHistory
 from cdrec.models.training import TrainingConfig, fit_stage
 from cdrec.nn import MLP
 from cdrec.split import Evaluator, TrainView
@@ -188,7 +189,6 @@ class PTUPCDR(TransferMethod):
     def _fit_transfer(self, train: TrainView, overlap: torch.Tensor,
                       validation: Evaluator | None, context: FitContext) -> None:
         cfg = self.config
-        source: EmbeddingBase = self.source_
         target: EmbeddingBase = self.target_
         source_name, target_name = train.transfer_domains()
         src = train.data[source_name].interactions
@@ -196,6 +196,8 @@ class PTUPCDR(TransferMethod):
             src = src.select(src.rating > cfg.min_rating)
         items, ratings, mask = padded_histories(src, train.data.n_users, cfg.max_history)
         use_rating = cfg.rating_feature and not train.implicit
+        # The centre of the source ratings, kept to centre a new user's history the same way.
+        self.rating_center_ = float(src.rating.float().mean()) if len(src) else 0.0
         if use_rating and len(src):
             ratings = (ratings - src.rating.float().mean()) * mask
         device = context.device
@@ -206,11 +208,7 @@ class PTUPCDR(TransferMethod):
                              persistent=False)
         self.register_buffer("history_mask_", mask.to(device), persistent=False)
 
-        item_dim = source_item_vectors(source, torch.zeros(1, dtype=torch.long,
-                                                           device=device)).shape[-1]
-        self.transfer_ = PersonalizedBridge(item_dim, source.user_dim, target.user_dim,
-                                            cfg.meta_dim, cfg.attention_hidden or item_dim,
-                                            use_rating).to(device)
+        self.transfer_ = self._new_transfer().to(device)
 
         # Step 5: the target base's loss on the training overlap users' target interactions.
         tgt = train.data[target_name]
@@ -226,6 +224,30 @@ class PTUPCDR(TransferMethod):
 
         fit_stage(self, loss_fn, batches, cfg, context=context, stage="meta",
                   validate=validator(self, validation), parameters=trainable(self.transfer_))
+
+    def _new_transfer(self) -> PersonalizedBridge:
+        cfg, source = self.config, self.source_
+        item_dim = source_item_vectors(source, torch.zeros(1, dtype=torch.long,
+                                                           device=next(source.parameters()).device)).shape[-1]
+        use_rating = cfg.rating_feature and not source.implicit
+        return PersonalizedBridge(item_dim, source.user_dim, self.target_.user_dim,
+                                  cfg.meta_dim, cfg.attention_hidden or item_dim, use_rating)
+
+    def new_user_state(self, source_state: torch.Tensor, history: NewHistory) -> torch.Tensor:
+        """Step 4 for new users: their bridge from their own history, prepared as a training
+        user's is (liked items only with ``min_rating``, the last ``max_history``, ratings
+        centred on the training source mean)."""
+        rows = Interactions(history.slot, history.item, history.rating)
+        if self.config.min_rating is not None:
+            rows = rows.select(rows.rating > self.config.min_rating)
+        items, ratings, mask = padded_histories(rows, history.n, self.config.max_history)
+        device = source_state.device
+        items, mask = items.to(device), mask.to(device)
+        centred = None
+        if self.transfer_.encoder.rating_feature:
+            centred = ((ratings.to(device) - self.rating_center_) * mask)
+        return self.transfer_(source_state, source_item_vectors(self.source_, items), mask,
+                              centred)
 
     def history(self, users: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

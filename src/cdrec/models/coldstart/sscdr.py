@@ -58,6 +58,7 @@ from cdrec.models.bases.registry import base_class
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod, mapping_network
 from cdrec.models.recommender import validator
 from cdrec.models.registry import register
+from cdrec.models.serving import NewHistory
 from cdrec.models.training import TrainingConfig, fit_stage
 from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext, trainable
@@ -121,8 +122,7 @@ class SSCDR(TransferMethod):
         cfg = self.config
         source: EmbeddingBase = self.source_
         target: EmbeddingBase = self.target_
-        self.transfer_ = mapping_network(cfg.mapping, source.user_dim, target.user_dim,
-                                         cfg.hidden_factor).to(context.device)
+        self.transfer_ = self._new_transfer().to(context.device)
         # The source interactions of every user: the unlabelled data of Eq. 3 and the
         # neighbourhoods of Eq. 5 (a cold-start user's source history is in the train view).
         source_name, _ = train.transfer_domains()
@@ -157,19 +157,41 @@ class SSCDR(TransferMethod):
         fit_stage(self, loss_fn, epoch_data, cfg, context=context, stage="mapping",
                   validate=validator(self, validation), parameters=trainable(self.transfer_))
 
+    def _new_transfer(self) -> nn.Module:
+        return mapping_network(self.config.mapping, self.source_.user_dim,
+                               self.target_.user_dim, self.config.hidden_factor)
+
     def transferred_state(self, users: torch.Tensor) -> torch.Tensor:
         """Eq. 5 with one hop: the mapped user and the mean of its mapped source items."""
         mapped = self.transfer_(self.source_.user_state(users))
-        alpha = self.config.neighbour_weight
-        if alpha == 0:
+        if self.config.neighbour_weight == 0:
             return mapped
         unique, inverse = torch.unique(users, return_inverse=True)
         keep = torch.isin(self.neighbour_user_, unique)
         row = torch.searchsorted(unique, self.neighbour_user_[keep])
-        points = self.transfer_(item_points(self.source_, self.neighbour_item_[keep]))
-        total = torch.zeros(unique.numel(), points.shape[-1], device=points.device,
+        centre, has_items = self._item_centres(row, self.neighbour_item_[keep], unique.numel())
+        return self._blend(mapped, centre[inverse], has_items[inverse])
+
+    def new_user_state(self, source_state: torch.Tensor, history: NewHistory) -> torch.Tensor:
+        """Eq. 5 for a new user: the mapped state and the centre of its history's items."""
+        mapped = self.transfer_(source_state)
+        if self.config.neighbour_weight == 0:
+            return mapped
+        centre, has_items = self._item_centres(history.slot.to(mapped.device),
+                                               history.item.to(mapped.device), history.n)
+        return self._blend(mapped, centre, has_items)
+
+    def _item_centres(self, row: torch.Tensor, items: torch.Tensor, n: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row 0..n-1, the mean of its mapped source items ``[n, D]`` and whether it has
+        any ``[n, 1]``."""
+        points = self.transfer_(item_points(self.source_, items))
+        total = torch.zeros(n, points.shape[-1], device=points.device,
                             dtype=points.dtype).index_add_(0, row, points)
-        count = torch.bincount(row, minlength=unique.numel()).unsqueeze(-1)
-        centre = (total / count.clamp_min(1))[inverse]
-        has_items = (count > 0)[inverse]
+        count = torch.bincount(row, minlength=n).unsqueeze(-1)
+        return total / count.clamp_min(1), count > 0
+
+    def _blend(self, mapped: torch.Tensor, centre: torch.Tensor, has_items: torch.Tensor
+               ) -> torch.Tensor:
+        alpha = self.config.neighbour_weight
         return torch.where(has_items, (1 - alpha) * mapped + alpha * centre, mapped)

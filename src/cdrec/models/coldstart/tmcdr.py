@@ -123,8 +123,7 @@ class TMCDR(TransferMethod):
     def _fit_transfer(self, train: TrainView, overlap: torch.Tensor,
                       validation: Evaluator | None, context: FitContext) -> None:
         cfg = self.config
-        self.transfer_ = mapping_network(cfg.meta, self.source_.user_dim, self.target_.user_dim,
-                                         cfg.hidden_factor).to(context.device)
+        self.transfer_ = self._new_transfer().to(context.device)
         _, target_name = train.transfer_domains()
         target = train.data[target_name]
         rows = target.interactions.select(torch.isin(target.interactions.user, overlap))
@@ -138,6 +137,11 @@ class TMCDR(TransferMethod):
         fit_stage(self, step, lambda gen: tasks.epoch(cfg.group_size, gen), cfg,
                   context=context, stage="meta", validate=validator(self, validation),
                   parameters=trainable(self.transfer_))
+
+
+    def _new_transfer(self) -> torch.nn.Module:
+        return mapping_network(self.config.meta, self.source_.user_dim, self.target_.user_dim,
+                               self.config.hidden_factor)
 
 
 def maml_objective(meta: torch.nn.Module, task_loss_fn, source_states: torch.Tensor,

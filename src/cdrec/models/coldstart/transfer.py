@@ -5,6 +5,7 @@ source state into a target state (EMCDR's mapping, TMCDR's meta network, PTUPCDR
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -13,8 +14,9 @@ from torch import nn
 
 from cdrec.models.bases.interface import BaseConfig, EmbeddingBase
 from cdrec.models.bases.pretrain import pretrain_base, users_without_data
-from cdrec.models.bases.registry import base_class
+from cdrec.models.bases.registry import base_class, base_spec, build_base
 from cdrec.models.recommender import ModelConfig, Recommender
+from cdrec.models.serving import NewHistory, fold_in
 from cdrec.nn import MLP
 from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext
@@ -85,9 +87,54 @@ class TransferMethod(Recommender):
                       validation: Evaluator | None, context: FitContext) -> None:
         """The method's own stage: sets ``transfer_`` from the overlap users."""
 
+    @abstractmethod
+    def _new_transfer(self) -> nn.Module:
+        """The untrained ``transfer_`` module, sized from the config and the bases: what
+        ``_fit_transfer`` trains, and what a saved model is loaded into."""
+
+    def architecture(self) -> dict[str, Any]:
+        return {"source": base_spec(self.source_), "target": base_spec(self.target_)}
+
+    def _build(self, architecture: Mapping[str, Any]) -> None:
+        self.source_ = build_base(architecture["source"])
+        self.target_ = build_base(architecture["target"])
+        for p in [*self.source_.parameters(), *self.target_.parameters()]:
+            p.requires_grad_(False)
+        self.transfer_ = self._new_transfer()
+
     def transferred_state(self, users: torch.Tensor) -> torch.Tensor:
         """Target-space state of ``users`` computed from their source state."""
         return self.transfer_(self.source_.user_state(users))
+
+    def new_user_state(self, source_state: torch.Tensor, history: NewHistory) -> torch.Tensor:
+        """Target-space state of new users from their folded-in source state (and, for methods
+        that read it, their source history): what ``transferred_state`` is for a known user."""
+        return self.transfer_(source_state)
+
+    def score_new_users(self, history: NewHistory, target: str, items: torch.Tensor
+                        ) -> torch.Tensor:
+        """A new user is treated as a cold-start test user: their source state is fitted from
+        the history with the frozen source base (``serving.fold_in``), then transferred."""
+        if target != self.domains_[1]:
+            raise KeyError(f"{type(self).__name__} transfers into {self.domains_[1]!r}, "
+                           f"not {target!r}")
+        state = self.new_user_state(fold_in(self.source_, history), history)
+        return self.target_.score_items(state, items)
+
+    @torch.no_grad()
+    def score_users(self, domain: str, users: torch.Tensor, n_items: int) -> torch.Tensor:
+        """As ``predict``: a user's own target state where they have target data, else the
+        transferred one; one state per user, scored against every item at once."""
+        self.check_fitted()
+        items = torch.arange(n_items, device=users.device)
+        if domain == self.domains_[0]:
+            return self.source_.score_items(self.source_.user_state(users), items)
+        if domain != self.domains_[1]:
+            raise KeyError(f"{type(self).__name__} was fitted for {self.domains_}, "
+                           f"not {domain!r}")
+        state = torch.where(self.has_target_[users].unsqueeze(-1),
+                            self.target_.user_state(users), self.transferred_state(users))
+        return self.target_.score_items(state, items)
 
     @torch.no_grad()
     def predict(self, domain: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -32,6 +32,7 @@ class BiasFloor(SingleDomain):
     merge_in_coldstart = False
     supports = frozenset({"coldstart", "kfold_rating"})  # rating protocols: it predicts ratings
     is_floor = True
+    serves_new_users_at_prior = True  # mu + b_i: the prior state's prediction
     config: MFConfig
 
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
@@ -41,6 +42,16 @@ class BiasFloor(SingleDomain):
             raise ValueError("BiasFloor predicts ratings; for implicit feedback the floor is "
                              "Popularity")
         super()._fit(train, validation, context)
+
+    @torch.no_grad()
+    def score_users(self, domain: str, users: torch.Tensor, n_items: int) -> torch.Tensor:
+        """Every user is scored at the prior (zero state): ``mu + b_i``."""
+        self.check_fitted()
+        if domain not in self.models:
+            raise KeyError(f"BiasFloor was fitted on {list(self.models)}, not {domain!r}")
+        base = self.base(domain)
+        prior = torch.zeros(users.numel(), base.user_dim, device=users.device)
+        return base.score_items(prior, torch.arange(n_items, device=users.device))
 
     @torch.no_grad()
     def predict(self, domain: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

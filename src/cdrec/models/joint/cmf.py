@@ -7,7 +7,8 @@ or BPR for implicit feedback). A cold-start user's target user bias stays at its
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -17,6 +18,7 @@ from cdrec.models.bases.batching import epoch_batches
 from cdrec.models.bases.interface import EmbeddingBase
 from cdrec.models.bases.mf import MFBase, MFConfig
 from cdrec.models.bases.pretrain import new_base, users_without_data
+from cdrec.models.bases.registry import base_spec, build_base
 from cdrec.models.recommender import Recommender, validator
 from cdrec.models.registry import LABELLED_SCENARIOS, register
 from cdrec.models.training import fit_stage
@@ -43,6 +45,7 @@ class CMF(Recommender):
     Config = CMFConfig
     config: CMFConfig
     supports = LABELLED_SCENARIOS
+    transient_attributes = frozenset({"stage_"})  # the fit's record, not used to predict
     models: nn.ModuleDict  # domain -> its MF base, all sharing one user table (set in ``_fit``)
     stage_: StageResult
 
@@ -90,6 +93,26 @@ class CMF(Recommender):
 
         self.stage_ = fit_stage(self, loss_fn, epoch_data, cfg, context=context, stage="cmf",
                                 validate=validator(self, validation))
+
+    def architecture(self) -> dict[str, Any]:
+        bases = {name: mf_base(base) for name, base in self.models.items()}  # type: ignore[arg-type]
+        return {"n_users": next(iter(bases.values())).n_users,
+                "bases": {name: base_spec(base) for name, base in bases.items()}}
+
+    def _build(self, architecture: Mapping[str, Any]) -> None:
+        shared = nn.Embedding(int(architecture["n_users"]), self.config.dim,
+                              sparse=self.config.sparse)
+        self.models = nn.ModuleDict({name: build_base(spec, user_factors=shared)
+                                     for name, spec in architecture["bases"].items()})
+
+    @torch.no_grad()
+    def score_users(self, domain: str, users: torch.Tensor, n_items: int) -> torch.Tensor:
+        self.check_fitted()
+        if domain not in self.models:
+            raise KeyError(f"CMF was fitted on {list(self.models)}, not {domain!r}")
+        base = mf_base(self.models[domain])  # type: ignore[arg-type]
+        return base.score_items(base.user_state(users), torch.arange(n_items,
+                                                                     device=users.device))
 
     @torch.no_grad()
     def predict(self, domain: str, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
