@@ -185,3 +185,24 @@ def test_fold_in_recovers_the_state_that_generated_the_ratings() -> None:
     ratings = base.score_with(truth[slot], items).detach()
     state = fold_in(base, NewHistory(slot, items, ratings, 2), steps=800)
     assert torch.allclose(state, truth, atol=1e-3)
+
+
+def test_a_new_users_timestamps_choose_their_most_recent_items() -> None:
+    """PTUPCDR keeps a user's last ``max_history`` items: by timestamp when the history has
+    one, else by row order. With one item kept, a history listed newest first but stamped gives
+    the list of the same history in time order without stamps."""
+    seed_everything(0)
+    sp = split()
+    model = build_model("PTUPCDR", max_history=1, epochs=2,
+                        base_config={"epochs": 2}).fit(sp.train, sp.validation,
+                                                       FitContext(seed=0, progress=False))
+    history, _ = cold_history(1)
+    history = history.drop(columns="user").head(6)
+    in_order = model.recommend_from_history(history, k=5)
+    newest_first = history.iloc[::-1].assign(timestamp=range(6, 0, -1))
+    stamped = model.recommend_from_history(newest_first, k=5)
+    # The fold-in sums the rows in another order: scores agree to float rounding.
+    assert list(stamped["item"]) == list(in_order["item"])
+    assert np.allclose(stamped["score"], in_order["score"], atol=1e-5)
+    unstamped = model.recommend_from_history(history.iloc[::-1], k=5)
+    assert not np.allclose(unstamped["score"], in_order["score"], atol=1e-5)

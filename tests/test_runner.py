@@ -86,6 +86,13 @@ def test_cli_recommends_for_known_users_new_users_and_user_files(quick_run, tmp_
                               "--history", str(ROOT / "examples" / "new_user_books.csv")])
     assert new.exit_code == 0, new.output
     assert "EMCDR_seed1.pt" in new.output and len(new.output.strip().splitlines()) == 12
+    as_json = tmp_path / "history.json"  # {item: rating}, one unknown item among them
+    as_json.write_text('{"2874": 5, "4528": 4, "no-such-book": 3}')
+    new_json = runner.invoke(app, ["recommend", str(out), "--model", "EMCDR", "--history",
+                                   str(as_json), "-k", "2"])
+    assert new_json.exit_code == 0, new_json.output
+    assert "1 of 3 history item id(s) are not items of the source domain 'book': " \
+        "'no-such-book'" in new_json.output
     ids = tmp_path / "ids.csv"
     ids.write_text("user\n9\n19\n25\n")
     lists = tmp_path / "lists.parquet"

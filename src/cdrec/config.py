@@ -33,6 +33,7 @@ from cdrec.data.dataset import CrossDomainData
 from cdrec.models import available_models, build_model
 from cdrec.scenarios import Scenario, build_scenario, scenario_class, scenario_names
 from cdrec.search_space import SearchSpace
+from cdrec.tracking import TrackingConfig
 
 # The column roles ``data.columns`` may map (read_table's keywords).
 COLUMN_ROLES = ("user", "item", "rating", "timestamp", "domain")
@@ -41,7 +42,7 @@ COLUMN_ROLES = ("user", "item", "rating", "timestamp", "domain")
 # of these keeps the run's name; any other override names a run directory of its own.
 SAME_RESULTS_KEYS = frozenset({"name", "output_dir", "device", "progress", "threads",
                                "interop_threads", "checkpoint_every", "checkpoint_seconds",
-                               "save_models", "tune", "defs", "sweep"})
+                               "save_models", "tracking", "tune", "defs", "sweep"})
 
 
 class _Strict(BaseModel):
@@ -132,6 +133,8 @@ class RunConfig(_Strict):
     checkpoint_seconds: float = Field(30.0, ge=0, description=(
         "and at least this many seconds apart (0: every checkpoint_every epochs); on small data "
         "a checkpoint costs more than the epoch it saves"))
+    tracking: TrackingConfig = Field(default_factory=lambda: TrackingConfig(), description=(
+        "experiment tracking: MLflow and TensorBoard (see cdrec.tracking)"))
     save_models: bool = Field(True, description=(
         "write each fitted (model, seed) to models/<label>_seed<seed>.pt in the run directory, "
         "for `cdrec recommend` and cdrec.load (false for big sweeps)"))

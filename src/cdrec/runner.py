@@ -28,6 +28,7 @@ from cdrec.models import available_models, build_model
 from cdrec.models.bases.cache import BaseCache
 from cdrec.runtime import keep_freed_memory, set_threads
 from cdrec.split import Split
+from cdrec.tracking import TrackingConfig, Trackers
 from cdrec.train import FitContext, resolve_device, seed_everything
 
 
@@ -54,6 +55,8 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         resolved["models"][label] = {"model": name, **build_model(name, **params).config.model_dump()}
     (out / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
+    trackers = Trackers(config.tracking if distributed.is_main() else TrackingConfig(),
+                        Path(config.output_dir), out, out.name, resolved)
     data = load_data(config.data)
     scenario = config.scenario.build()
     seed_dir = out / "seeds"
@@ -102,6 +105,8 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                 record["fingerprint"] = stamp
                 record_path.write_text(json.dumps(record, indent=1))
                 users.to_parquet(users_path, index=False)
+            trackers.log_fit(label, seed, resolved["models"][label], record,
+                             model_path(out, label, seed) if config.save_models else None)
             records.append(record)
             per_user.append(users)
             history.extend(record.get("history", []))
@@ -122,6 +127,8 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     if history:
         pd.DataFrame(history).to_csv(out / "history.csv", index=False)
         plot_curves(pd.DataFrame(history), out / "curves.png")
+    trackers.finish(results, [out / name for name in ("results.md", "results.json",
+                                                      "significance.json", "config.yaml")])
     return {"results": results, "significance": signif, "table": table, "dir": str(out)}
 
 

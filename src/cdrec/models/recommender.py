@@ -158,7 +158,8 @@ class Recommender(nn.Module, ABC):
                                k: int = 10, *, unknown: str = "warn") -> pd.DataFrame:
         """Top-``k`` target-domain items for new users given their source-domain history: the
         cold-start case. ``history`` is a table with columns ``item`` (original source item
-        ids), optional ``rating`` and optional ``user`` (any label, one list per label), or a
+        ids), optional ``rating``, optional ``timestamp`` (numbers; PTUPCDR keeps a user's most
+        recent items) and optional ``user`` (any label, one list per label), or a
         mapping ``{item: rating}`` for one user. Item ids the source domain does not have are
         reported (``unknown="warn"``: a warning naming them; ``"error"``: a ``KeyError``)."""
         ids = self._trained_on()

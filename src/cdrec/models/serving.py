@@ -168,12 +168,14 @@ def user_blocks(n_users: int, n_items: int, pairs_per_block: int = 1 << 21) -> l
 @dataclass(frozen=True)
 class NewHistory:
     """Source-domain histories of ``n`` new users as flat rows: ``slot`` (which new user, 0..n-1),
-    ``item`` (item index in the source domain), ``rating`` (1 for implicit feedback)."""
+    ``item`` (item index in the source domain), ``rating`` (1 for implicit feedback) and, when
+    given, ``timestamp`` (methods that keep a user's most recent items use it)."""
 
     slot: torch.Tensor
     item: torch.Tensor
     rating: torch.Tensor
     n: int
+    timestamp: torch.Tensor | None = None
 
 
 def fold_in(base: EmbeddingBase, history: NewHistory, *, steps: int = 300, lr: float = 0.05,
@@ -248,6 +250,14 @@ def new_history(history: pd.DataFrame | Mapping[Any, float], ids: TrainedOn, *,
             raise KeyError(message + ("" if unknown == "error" else "; no known item is left"))
         warnings.warn(message + "; they are left out", UnknownIdsWarning, stacklevel=3)
     keep = position >= 0
+    timestamp = None
+    if "timestamp" in frame.columns:
+        stamps = pd.to_numeric(frame["timestamp"], errors="coerce")
+        if stamps.isna().any():
+            row = int(np.flatnonzero(stamps.isna().to_numpy())[0])
+            raise ValueError(f"history row {row + 1}: timestamp {frame['timestamp'].iloc[row]!r} "
+                             "is not a number")
+        timestamp = torch.from_numpy(stamps.to_numpy(dtype=np.int64)[keep])
     if "user" in frame.columns:  # several new users, one list per label (first-seen order)
         slot, labels = pd.factorize(frame["user"][keep], sort=False)
         dropped = set(frame["user"]) - set(labels)
@@ -258,7 +268,7 @@ def new_history(history: pd.DataFrame | Mapping[Any, float], ids: TrainedOn, *,
         slot, shown = np.zeros(int(keep.sum()), dtype=np.int64), ["new"]
     return shown, NewHistory(torch.from_numpy(np.asarray(slot, dtype=np.int64)),
                              torch.from_numpy(position[keep].astype(np.int64)),
-                             torch.from_numpy(ratings[keep]), len(shown))
+                             torch.from_numpy(ratings[keep]), len(shown), timestamp)
 
 
 class UnknownIdsWarning(UserWarning):

@@ -237,7 +237,7 @@ class PTUPCDR(TransferMethod):
         """Step 4 for new users: their bridge from their own history, prepared as a training
         user's is (liked items only with ``min_rating``, the last ``max_history``, ratings
         centred on the training source mean)."""
-        rows = Interactions(history.slot, history.item, history.rating)
+        rows = Interactions(history.slot, history.item, history.rating, history.timestamp)
         if self.config.min_rating is not None:
             rows = rows.select(rows.rating > self.config.min_rating)
         items, ratings, mask = padded_histories(rows, history.n, self.config.max_history)
