@@ -28,7 +28,7 @@ from cdrec.models import available_models, build_model
 from cdrec.models.bases.cache import BaseCache
 from cdrec.runtime import keep_freed_memory, set_threads
 from cdrec.split import Split
-from cdrec.tracking import TrackingConfig, Trackers
+from cdrec.tracking import Trackers, TrackingConfig
 from cdrec.train import FitContext, resolve_device, seed_everything
 
 

@@ -8,10 +8,11 @@ from torch import nn
 
 
 class MLP(nn.Sequential):
-    """Linear layers with an activation between them (none after the last)."""
+    """Linear layers with an activation between them (after the last too with
+    ``output_activation``)."""
 
     def __init__(self, sizes: list[int], activation: type[nn.Module] = nn.Tanh,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, output_activation: bool = False) -> None:
         if len(sizes) < 2:
             raise ValueError(f"an MLP needs at least input and output sizes, got {sizes}")
         layers: list[nn.Module] = []
@@ -21,4 +22,6 @@ class MLP(nn.Sequential):
                 layers.append(activation())
                 if dropout:
                     layers.append(nn.Dropout(dropout))
+        if output_activation:
+            layers.append(activation())
         super().__init__(*layers)

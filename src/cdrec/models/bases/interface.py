@@ -65,6 +65,9 @@ class EmbeddingBase(nn.Module, ABC):
     Config: ClassVar[type[BaseConfig]] = BaseConfig
     implicit_only: ClassVar[bool] = False
     registered_base: ClassVar[str] = ""  # set by ``register_base``
+    # A general base that every transfer method gets a variant over (EMCDR_<base>, ...); a
+    # method's own pretrain model (MetaEM's) says False.
+    transferable: ClassVar[bool] = True
 
     def __init__(self, n_users: int, n_items: int, config: BaseConfig, *, implicit: bool,
                  global_mean: float = 0.0, generator: torch.Generator | None = None) -> None:

@@ -10,16 +10,18 @@ from cdrec.models.bases import BASES
 from cdrec.models.coldstart.cst import CST
 from cdrec.models.coldstart.dcdcsr import DCDCSR
 from cdrec.models.coldstart.emcdr import EMCDR
+from cdrec.models.coldstart.metaem import MetaEM
 from cdrec.models.coldstart.ptupcdr import PTUPCDR
 from cdrec.models.coldstart.sscdr import SSCDR
 from cdrec.models.coldstart.tmcdr import TMCDR
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod
 from cdrec.models.registry import register_variants
 
-register_variants(EMCDR, "EMCDR", sorted(BASES))
-register_variants(EMCDR, "EMCDR_ori", sorted(BASES), {"overlap_only": True})
-register_variants(TMCDR, "TMCDR", sorted(BASES))
-register_variants(PTUPCDR, "PTUPCDR", sorted(BASES))
+GENERAL_BASES = sorted(name for name, cls in BASES.items() if cls.transferable)
+register_variants(EMCDR, "EMCDR", GENERAL_BASES)
+register_variants(EMCDR, "EMCDR_ori", GENERAL_BASES, {"overlap_only": True})
+register_variants(TMCDR, "TMCDR", GENERAL_BASES)
+register_variants(PTUPCDR, "PTUPCDR", GENERAL_BASES)
 
-__all__ = ["CST", "DCDCSR", "EMCDR", "PTUPCDR", "SSCDR", "TMCDR", "TransferConfig",
+__all__ = ["CST", "DCDCSR", "EMCDR", "GENERAL_BASES", "MetaEM", "PTUPCDR", "SSCDR", "TMCDR", "TransferConfig",
            "TransferMethod"]
