@@ -68,8 +68,15 @@ def test_find_datasets_recognises_each_kind(tmp_path):
         'reviewerID,asin,overall,reviewText\nA,B,5.0,"two\nlines"\nC,B,4.0,x\n')
     (tmp_path / "rev" / "ratings_Y.csv").write_text("A,B,5.0,1400000000\n")
     (tmp_path / "rev" / "notes.csv").write_text("x,y\n1,2\n")
+    (tmp_path / "rb").mkdir()
+    (tmp_path / "rb" / "DoubanBook.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\nu1\ti1\t5\nu2\ti1\t3\n")
+    (tmp_path / "rb" / "untyped.inter").write_text("user\titem\nu1\ti1\n")
     found = {e["name"]: e for e in find_datasets(tmp_path)}
-    assert set(found) == {"dou", "pairs/a_b", "rev/reviews_X_5", "rev/mi", "rev/ratings_Y"}
+    assert set(found) == {"dou", "pairs/a_b", "rev/reviews_X_5", "rev/mi", "rev/ratings_Y",
+                          "rb/DoubanBook"}
+    assert found["rb/DoubanBook"]["kind"] == "recbole"
+    assert found["rb/DoubanBook"]["rows"] == {"DoubanBook": 2}
     assert found["dou"]["kind"] == "douban" and found["dou"]["rows"] == {"book": 2, "music": 1}
     pair = found["pairs/a_b"]
     assert pair["kind"] == "amazon_implicit_pair" and pair["domains"] == ["a", "b"]

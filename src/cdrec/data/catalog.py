@@ -147,6 +147,20 @@ def _stem(name: str) -> str:
     return name.split(".")[0]
 
 
+def _recbole_file(path: Path, data_dir: Path) -> dict[str, Any] | None:
+    """A RecBole atomic ``.inter`` file, judged by its typed header (``name:type`` fields)."""
+    if not path.name.lower().endswith((".inter", ".inter.gz")):
+        return None
+    line = _first_line(path)
+    if not line or not all(":" in field for field in line.split("\t")):
+        return None
+    domain = path.name.split(".")[0]
+    lines = _count_lines(path)  # the header is one of them
+    return _entry(_relname(path, data_dir), "recbole", path.parent, [path], [domain],
+                  {domain: None if lines is None else max(0, lines - 1)},
+                  f"read_recbole({{{domain!r}: {str(path)!r}}})")
+
+
 def _amazon_file(path: Path, data_dir: Path) -> dict[str, Any] | None:
     """An Amazon reviews JSON-lines / CSV file or a ratings-only CSV, judged by its first line."""
     name = path.name.lower()
@@ -199,7 +213,8 @@ def find_datasets(data_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
     Recognises a Douban folder (two or more ``{domain}_ratings.tsv[.gz]``), DisenCDR-style
     Amazon pair folders (``a_b/`` and ``b_a/`` each with ``train.txt[.gz]``), Amazon review
-    files (JSON lines or CSV with ``reviewerID, asin, overall``) and Amazon ratings-only CSVs.
+    files (JSON lines or CSV with ``reviewerID, asin, overall``), Amazon ratings-only CSVs and
+    RecBole atomic ``.inter`` files.
     """
     root = Path(data_dir)
     if not root.is_dir():
@@ -216,7 +231,7 @@ def find_datasets(data_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
             found.append(douban)
         found.extend(_pairs(directory, subdirs, root))
         for name in names:
-            entry = _amazon_file(directory / name, root)
+            entry = _amazon_file(directory / name, root) or _recbole_file(directory / name, root)
             if entry is not None:
                 found.append(entry)
     return found

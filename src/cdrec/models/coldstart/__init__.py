@@ -23,5 +23,15 @@ register_variants(EMCDR, "EMCDR_ori", GENERAL_BASES, {"overlap_only": True})
 register_variants(TMCDR, "TMCDR", GENERAL_BASES)
 register_variants(PTUPCDR, "PTUPCDR", GENERAL_BASES)
 
-__all__ = ["CST", "DCDCSR", "EMCDR", "GENERAL_BASES", "MetaEM", "PTUPCDR", "SSCDR", "TMCDR", "TransferConfig",
-           "TransferMethod"]
+__all__ = [
+           "CST",
+           "DCDCSR",
+           "EMCDR",
+           "GENERAL_BASES",
+           "PTUPCDR",
+           "SSCDR",
+           "TMCDR",
+           "MetaEM",
+           "TransferConfig",
+           "TransferMethod",
+]
