@@ -206,3 +206,9 @@ def test_a_new_users_timestamps_choose_their_most_recent_items() -> None:
     assert np.allclose(stamped["score"], in_order["score"], atol=1e-5)
     unstamped = model.recommend_from_history(history.iloc[::-1], k=5)
     assert not np.allclose(unstamped["score"], in_order["score"], atol=1e-5)
+
+
+def test_a_history_value_that_is_not_a_number_names_its_row() -> None:
+    history = pd.DataFrame({"item": [2874, 4528, 1047], "rating": ["5", "four", "3"]})
+    with pytest.raises(ValueError, match="history row 2: rating 'four' is not a number"):
+        fitted("EMCDR").recommend_from_history(history)

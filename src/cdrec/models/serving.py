@@ -230,12 +230,7 @@ def new_history(history: pd.DataFrame | Mapping[Any, float], ids: TrainedOn, *,
         raise ValueError("the history is empty: a new user needs at least one source item")
     assert ids.source is not None
     if "rating" in frame.columns:
-        rating = pd.to_numeric(frame["rating"], errors="coerce")
-        if rating.isna().any():
-            row = int(np.flatnonzero(rating.isna().to_numpy())[0])
-            raise ValueError(f"history row {row + 1}: rating {frame['rating'].iloc[row]!r} is "
-                             "not a number")
-        ratings = rating.to_numpy(dtype=np.float32)
+        ratings = _numbers(frame, "rating").astype(np.float32)
     elif ids.implicit:
         ratings = np.ones(len(frame), dtype=np.float32)
     else:
@@ -252,12 +247,7 @@ def new_history(history: pd.DataFrame | Mapping[Any, float], ids: TrainedOn, *,
     keep = position >= 0
     timestamp = None
     if "timestamp" in frame.columns:
-        stamps = pd.to_numeric(frame["timestamp"], errors="coerce")
-        if stamps.isna().any():
-            row = int(np.flatnonzero(stamps.isna().to_numpy())[0])
-            raise ValueError(f"history row {row + 1}: timestamp {frame['timestamp'].iloc[row]!r} "
-                             "is not a number")
-        timestamp = torch.from_numpy(stamps.to_numpy(dtype=np.int64)[keep])
+        timestamp = torch.from_numpy(_numbers(frame, "timestamp").astype(np.int64)[keep])
     if "user" in frame.columns:  # several new users, one list per label (first-seen order)
         slot, labels = pd.factorize(frame["user"][keep], sort=False)
         dropped = set(frame["user"]) - set(labels)
@@ -269,6 +259,16 @@ def new_history(history: pd.DataFrame | Mapping[Any, float], ids: TrainedOn, *,
     return shown, NewHistory(torch.from_numpy(np.asarray(slot, dtype=np.int64)),
                              torch.from_numpy(position[keep].astype(np.int64)),
                              torch.from_numpy(ratings[keep]), len(shown), timestamp)
+
+
+def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A history column as numbers; a ``ValueError`` naming the first row that is not one."""
+    values = pd.to_numeric(frame[column], errors="coerce")
+    if values.isna().any():
+        row = int(np.flatnonzero(values.isna().to_numpy())[0])
+        raise ValueError(f"history row {row + 1}: {column} {frame[column].iloc[row]!r} is not "
+                         "a number")
+    return values.to_numpy(dtype=np.float64)
 
 
 class UnknownIdsWarning(UserWarning):
