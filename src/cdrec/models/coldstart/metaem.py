@@ -88,6 +88,15 @@ def three_layer(dim_in: int, hidden: int, dim_out: int, output_relu: bool) -> ML
                output_activation=output_relu)
 
 
+def meta_scores(state: torch.Tensor, private: torch.Tensor, common: torch.Tensor,
+                item_mlp: nn.Module) -> torch.Tensor:
+    """r_hat = u_hat . MLP_item(V^c[j] V^p_u) (Eq. 2, 6, 7): ``state`` ``[..., D]``, ``private``
+    ``[..., k_p, k_c]``, ``common`` (the rows V^c[j]) ``[..., k_p]``, broadcast together. The
+    one formula the centralised model and a federated device both compute."""
+    item = (common.unsqueeze(-2) @ private).squeeze(-2)            # V_u[j], [..., k_c]
+    return (state * item_mlp(item)).sum(-1)
+
+
 @register_base("MetaEmbedding")
 class MetaEmbeddingBase(EmbeddingBase):
     """MetaEM's pretrain-stage model of one domain (module docstring, step 1). The user state
@@ -123,12 +132,10 @@ class MetaEmbeddingBase(EmbeddingBase):
         return self.meta(state).unflatten(-1, (self.config.common_dim, self.config.private_dim))
 
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Eq. 2, 6, 7: u_hat . MLP_item(V^c[j] V^p_u) for ``[B, D]`` with ``[B]``, or
-        ``[B, 1, D]`` with ``[B, n]`` (V^p_u computed once per state row)."""
-        private = self.private_items(state)                         # [..., k_p, k_c]
-        common = self.item_factors(items).unsqueeze(-2)             # [..., 1, k_p]
-        item = (common @ private).squeeze(-2)                       # V_u[j], [..., k_c]
-        return (state * self.item_mlp(item)).sum(-1)
+        """Eq. 2, 6, 7 for ``[B, D]`` with ``[B]``, or ``[B, 1, D]`` with ``[B, n]`` (V^p_u
+        computed once per state row)."""
+        return meta_scores(state, self.private_items(state), self.item_factors(items),
+                           self.item_mlp)
 
     def penalty(self, users: torch.Tensor, items: torch.Tensor, target: torch.Tensor
                 ) -> torch.Tensor:
