@@ -86,7 +86,35 @@ def test_registered_with_the_paper_defaults_and_no_variants_over_its_base() -> N
     assert (model.config.batch_size, model.config.weight_decay, model.config.objective) == (
         256, 1e-4, "task")
     base = model.config.base_settings()
-    assert (base.dim, base.common_dim, base.private_dim, base.hidden) == (32, 8, 32, 128)
+    assert (base.dim, base.common_dim, base.k_c, base.hidden) == (32, 8, 32, 128)
     assert not any(name.endswith("_MetaEmbedding") for name in available_models())
     with pytest.raises(ValueError, match="sparse must be false"):
         MetaEmbeddingBase(2, 2, MetaEmbeddingConfig(sparse=True), implicit=False)
+
+
+@pytest.mark.parametrize("scorer", ["mf", "gmf"])
+def test_the_mf_and_gmf_prediction_modules_by_hand(scorer: str) -> None:
+    """Fig. 3's bases: r = u . V_u[j] (MF) and h . (u * V_u[j]) (GMF), V_u = V^c g(u)."""
+    torch.manual_seed(0)
+    base = MetaEmbeddingBase(5, 6, MetaEmbeddingConfig(dim=3, common_dim=2, hidden=4,
+                                                       scorer=scorer), implicit=False)
+    if scorer == "gmf":
+        with torch.no_grad():
+            base.item_mlp.h.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    with torch.no_grad():
+        u = base.user_factors.weight[1]                       # the state is u itself
+        v_u = base.item_factors.weight @ base.meta(u).view(2, 3)
+        h = base.item_mlp.h if scorer == "gmf" else torch.ones(3)
+        expected = float((h * u * v_u[4]).sum())
+        got = float(base(torch.tensor([1]), torch.tensor([4])))
+    assert got == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="private_dim"):
+        MetaEmbeddingBase(2, 2, MetaEmbeddingConfig(dim=3, private_dim=4, scorer=scorer),
+                          implicit=False)
+
+
+def test_the_generalisation_variants_keep_their_scorer_under_user_settings() -> None:
+    for name, scorer in (("MetaEM_MF", "mf"), ("MetaEM_GMF", "gmf"), ("MetaEM_DNN", "towers")):
+        model = build_model(name, base_config={"lr": 0.01})
+        assert model.config.base_config["scorer"] == scorer  # merged, not replaced
+        assert model.config.base_config["lr"] == 0.01

@@ -38,13 +38,19 @@ def register_variants(cls: type[Recommender], prefix: str, bases: list[str],
     """Register ``<prefix>_<base>`` for each base: subclasses of ``cls`` whose ``base`` (and any
     other ``defaults``) are preset, e.g. EMCDR_MF, EMCDR_BPR, TMCDR_CML."""
     for base in bases:
-        preset = {**(defaults or {}), "base": base}
         doc = f"{prefix} over the {base} base" + (f" ({defaults})" if defaults else "") + "."
-        meta: type = type(cls)  # the metaclass (ABCMeta): mypy cannot call type[type[...]]
-        sub: type[Recommender] = meta(f"{cls.__name__}_{base}", (cls,), {
-            "variant_defaults": {**getattr(cls, "variant_defaults", {}), **preset},
-            "__doc__": doc, "__module__": cls.__module__})
-        register(f"{prefix}_{base}")(sub)
+        register_preset(cls, f"{prefix}_{base}", {**(defaults or {}), "base": base}, doc)
+
+
+def register_preset(cls: type[Recommender], name: str, preset: dict[str, object],
+                    doc: str) -> None:
+    """Register ``name``: a subclass of ``cls`` whose hyper-parameters start from ``preset``
+    (a class's ``variant_defaults``; a user's own values are merged over them)."""
+    meta: type = type(cls)  # the metaclass (ABCMeta): mypy cannot call type[type[...]]
+    sub: type[Recommender] = meta(name, (cls,), {
+        "variant_defaults": {**getattr(cls, "variant_defaults", {}), **preset},
+        "__doc__": doc, "__module__": cls.__module__})
+    register(name)(sub)
 
 
 def registered() -> dict[str, type[Recommender]]:

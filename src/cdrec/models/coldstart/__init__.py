@@ -15,13 +15,18 @@ from cdrec.models.coldstart.ptupcdr import PTUPCDR
 from cdrec.models.coldstart.sscdr import SSCDR
 from cdrec.models.coldstart.tmcdr import TMCDR
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod
-from cdrec.models.registry import register_variants
+from cdrec.models.registry import register_preset, register_variants
 
 GENERAL_BASES = sorted(name for name, cls in BASES.items() if cls.transferable)
 register_variants(EMCDR, "EMCDR", GENERAL_BASES)
 register_variants(EMCDR, "EMCDR_ori", GENERAL_BASES, {"overlap_only": True})
 register_variants(TMCDR, "TMCDR", GENERAL_BASES)
 register_variants(PTUPCDR, "PTUPCDR", GENERAL_BASES)
+# MetaEM over the MF, GMF and DNN prediction modules (its Fig. 3): the meta-embedding base with
+# an inner product, GMF's weighted product, or the two towers (the paper's model).
+for _suffix, _scorer in (("MF", "mf"), ("GMF", "gmf"), ("DNN", "towers")):
+    register_preset(MetaEM, f"MetaEM_{_suffix}", {"base_config": {"scorer": _scorer}},
+                    f"MetaEM with the {_suffix} prediction module (scorer {_scorer!r}).")
 
 __all__ = [
            "CST",

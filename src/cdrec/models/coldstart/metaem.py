@@ -73,10 +73,19 @@ class MetaEmbeddingConfig(BaseConfig):
                                                    "patience": 5}
 
     common_dim: int = Field(8, ge=1, description="k_p: width of the common item embeddings V^c")
-    private_dim: int = Field(32, ge=1, description=(
-        "k_c: width of a user's item embeddings V_u = V^c V^p_u (V^p_u is k_p x k_c)"))
+    private_dim: int | None = Field(None, ge=1, description=(
+        "k_c: width of a user's item embeddings V_u = V^c V^p_u (V^p_u is k_p x k_c); "
+        "default: dim (the paper: 32 and 32)"))
+
+    @property
+    def k_c(self) -> int:
+        return self.dim if self.private_dim is None else self.private_dim
     hidden: int = Field(128, ge=1, description="hidden units of g, MLP_user and MLP_item")
     output_relu: bool = Field(True, description="ReLU on MLP_user's and MLP_item's outputs")
+    scorer: Literal["towers", "mf", "gmf"] = Field("towers", description=(
+        "the prediction module (Fig. 3's bases): MLP_user/MLP_item towers (Eq. 5-7, the "
+        "paper's model; a DNN two-tower), an inner product u . V_u[j] (MF) or "
+        "h . (u * V_u[j]) with a learned h (GMF); mf and gmf need private_dim == dim"))
     # BaseConfig's row-wise L2 (``reg``) and sparse steps do not apply: Eq. 9 is weight decay.
     reg: float = Field(0.0, ge=0, description="unused by this base (see weight_decay)")
     sparse: bool = Field(False, description="dense Adam (Eq. 9 as weight decay needs it)")
@@ -86,6 +95,17 @@ def three_layer(dim_in: int, hidden: int, dim_out: int, output_relu: bool) -> ML
     """Linear-ReLU-Linear-ReLU-Linear(-ReLU): the paper's "three-layer network"."""
     return MLP([dim_in, hidden, hidden, dim_out], activation=nn.ReLU,
                output_activation=output_relu)
+
+
+class ElementwiseScale(nn.Module):
+    """x -> h * x with a learned h (starting at 1): GMF's output weights (He et al., 2017)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.h = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.h * x
 
 
 def meta_scores(state: torch.Tensor, private: torch.Tensor, common: torch.Tensor,
@@ -113,12 +133,21 @@ class MetaEmbeddingBase(EmbeddingBase):
         if config.sparse:
             raise ValueError("MetaEmbedding trains with dense Adam (its L2 is weight_decay, "
                              "Eq. 9): sparse must be false")
-        k, kp, kc = config.dim, config.common_dim, config.private_dim
+        k, kp, kc = config.dim, config.common_dim, config.k_c
+        if config.scorer != "towers" and kc != k:
+            raise ValueError(f"scorer {config.scorer!r} takes u . V_u[j]: private_dim ({kc}) "
+                             f"must equal dim ({k})")
         self.user_factors = init_table(n_users, k, init_std, generator)      # U
         self.item_factors = init_table(n_items, kp, init_std, generator)     # V^c
         self.meta = three_layer(k, config.hidden, kp * kc, output_relu=False)  # g_phi, Eq. 4
-        self.user_mlp = three_layer(k, config.hidden, k, config.output_relu)   # Eq. 5
-        self.item_mlp = three_layer(kc, config.hidden, k, config.output_relu)  # Eq. 6
+        self.user_mlp: nn.Module
+        self.item_mlp: nn.Module
+        if config.scorer == "towers":
+            self.user_mlp = three_layer(k, config.hidden, k, config.output_relu)   # Eq. 5
+            self.item_mlp = three_layer(kc, config.hidden, k, config.output_relu)  # Eq. 6
+        else:  # MF: r = u . V_u[j]; GMF: r = h . (u * V_u[j])
+            self.user_mlp = nn.Identity()
+            self.item_mlp = ElementwiseScale(k) if config.scorer == "gmf" else nn.Identity()
 
     @property
     def user_dim(self) -> int:
@@ -129,7 +158,7 @@ class MetaEmbeddingBase(EmbeddingBase):
 
     def private_items(self, state: torch.Tensor) -> torch.Tensor:
         """V^p_u = reshape(g(u_hat)) (Eq. 3), ``[..., k_p, k_c]``."""
-        return self.meta(state).unflatten(-1, (self.config.common_dim, self.config.private_dim))
+        return self.meta(state).unflatten(-1, (self.config.common_dim, self.config.k_c))
 
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Eq. 2, 6, 7 for ``[B, D]`` with ``[B]``, or ``[B, 1, D]`` with ``[B, n]`` (V^p_u
@@ -146,8 +175,9 @@ class MetaEmbeddingBase(EmbeddingBase):
             self.user_factors.weight[users] = 0.0
 
     def constrain_state(self, state: torch.Tensor) -> torch.Tensor:
-        """u_hat is MLP_user's output: non-negative with ``output_relu``."""
-        return state.clamp_min(0.0) if self.config.output_relu else state
+        """u_hat is MLP_user's output: non-negative with ``output_relu`` (towers)."""
+        towers = self.config.scorer == "towers"
+        return state.clamp_min(0.0) if towers and self.config.output_relu else state
 
 
 class MetaEMConfig(TransferConfig, TrainingConfig):
@@ -163,8 +193,9 @@ class MetaEMConfig(TransferConfig, TrainingConfig):
     objective: Literal["task", "distance"] = Field("task", description=(
         "task-oriented mapping (Eq. 13-14) or distance-oriented (Eq. 12)"))
     hidden: int = Field(128, ge=1, description="hidden units of the mapping network f")
-    output_relu: bool = Field(True, description=(
-        "ReLU on f's output (the space it maps into, MLP_user's, is non-negative)"))
+    output_relu: bool | None = Field(None, description=(
+        "ReLU on f's output; default: when the space it maps into is non-negative (MLP_user's "
+        "output under the towers scorer with output_relu)"))
 
 
 @register("MetaEM")
@@ -176,8 +207,13 @@ class MetaEM(TransferMethod):
     config: MetaEMConfig
 
     def _new_transfer(self) -> nn.Module:
+        relu = self.config.output_relu
+        if relu is None:
+            target = self.config.base_settings()
+            relu = bool(getattr(target, "scorer", "towers") == "towers"
+                        and getattr(target, "output_relu", False))
         return three_layer(self.source_.user_dim, self.config.hidden, self.target_.user_dim,
-                           self.config.output_relu)
+                           relu)
 
     def _fit_transfer(self, train: TrainView, overlap: torch.Tensor,
                       validation: Evaluator | None, context: FitContext) -> None:

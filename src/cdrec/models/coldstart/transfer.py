@@ -60,7 +60,11 @@ class TransferMethod(Recommender):
     domains_: tuple[str, str]
 
     def __init__(self, **params: Any) -> None:
-        super().__init__(**{**self.variant_defaults, **params})
+        merged = {**self.variant_defaults, **params}
+        for key, preset in self.variant_defaults.items():  # a variant's preset base settings
+            if isinstance(preset, dict) and isinstance(params.get(key), dict):  # survive a
+                merged[key] = {**preset, **params[key]}  # user's own base_config
+        super().__init__(**merged)
 
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
         source, target = train.transfer_domains()
