@@ -105,6 +105,16 @@ def test_cli_recommends_for_known_users_new_users_and_user_files(quick_run, tmp_
     assert sorted(set(frame.user)) == [9, 19, 25] and len(frame) == 9
 
 
+def test_cli_draws_the_tsne_of_a_saved_transfer_method(quick_run):
+    _, out = quick_run
+    result = CliRunner().invoke(app, ["plot-tsne", str(out), "--model", "EMCDR", "--seed", "1",
+                                      "--users", "20"])
+    assert result.exit_code == 0, result.output
+    assert (out / "tsne_EMCDR_seed1.png").stat().st_size > 10_000
+    refused = CliRunner().invoke(app, ["plot-tsne", str(out), "--model", "TGT"])
+    assert refused.exit_code == 2 and "not a transfer method" in refused.output
+
+
 @pytest.mark.parametrize(("args", "message"), [
     ([], "exactly one of --user, --users and --history"),
     (["--user", "9", "--history", "README.md"], "got --user and --history"),

@@ -297,6 +297,37 @@ def plot_pairs_command(
     typer.echo(f"written {out}")
 
 
+@app.command("plot-tsne")
+def plot_tsne_command(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory with saved models",
+                                            exists=True, file_okay=False)],
+    model: Annotated[str, typer.Option(help="model label (a transfer method)")],
+    seed: Annotated[int | None, typer.Option(help="which seed (default: the first)")] = None,
+    users: Annotated[int, typer.Option(min=2, help="users per group")] = 256,
+) -> None:
+    """t-SNE of transformed vs true target embeddings, training and test users (MetaEM Fig. 2)."""
+    from cdrec.config import load_config, load_data
+    from cdrec.figures import plot_transfer_tsne, transfer_embeddings
+    from cdrec.models.coldstart.transfer import TransferMethod
+    from cdrec.models.persist import load_model
+
+    try:
+        file = _model_file(run_dir, model, seed)
+        fitted = load_model(file)
+        if not isinstance(fitted, TransferMethod):
+            raise ValueError(f"{model} is not a transfer method: it maps no embeddings")
+        cfg = load_config(run_dir / "config.yaml")
+        chosen = int(file.stem.rpartition("_seed")[2])
+        data = load_data(cfg.data)
+        split = cfg.scenario.build().split(data, chosen)
+        out = run_dir / f"tsne_{file.stem}.png"
+        plot_transfer_tsne(transfer_embeddings(fitted, split, data, users, seed=chosen), out,
+                           f"{model}, seed {chosen}: target vs transformed embeddings")
+    except USER_ERRORS as err:
+        fail(err)
+    typer.echo(f"written {out}")
+
+
 @app.command()
 def models() -> None:
     """List the registered models and the scenarios each supports."""
