@@ -65,6 +65,12 @@ class ScoreFn(Recommender):
     def predict(self, domain, users, items):
         return self.fn(domain, users, items).float()
 
+    def architecture(self):  # no learned modules: only the function it was built with
+        return {}
+
+    def _build(self, architecture) -> None:
+        pass
+
 
 def triples(data, domain):
     """Rows of a domain as (original user, original item, rating), sorted."""

@@ -90,16 +90,15 @@ class Recommender(nn.Module, ABC):
 
     # -- saving and loading (``cdrec.models.persist``) -----------------------------------------
 
+    @abstractmethod
     def architecture(self) -> dict[str, Any]:
         """What rebuilds this fitted model's modules untrained (sizes, the bases' settings), as
-        plain data: saved with the state so that ``_build`` can make a module it loads into."""
-        raise NotImplementedError(
-            f"{type(self).__name__} does not describe its architecture, so it cannot be saved: "
-            "implement architecture() and _build() (docs/adding_a_method.md)")
+        plain data: saved with the state so that ``_build`` can make a module it loads into
+        (docs/adding_a_method.md)."""
 
+    @abstractmethod
     def _build(self, architecture: Mapping[str, Any]) -> None:
         """Create the (untrained) learned modules and buffers ``architecture`` describes."""
-        raise NotImplementedError(f"{type(self).__name__} cannot be loaded: implement _build()")
 
     def save(self, path: str | Path, *, include_seen: bool = True) -> Path:
         """Write the fitted model to one file: name, config, state, original ids and (unless

@@ -139,14 +139,11 @@ def as_frame(user_ids: Sequence[Any] | np.ndarray, values: torch.Tensor, items: 
     n_users, k = values.shape
     keep = torch.isfinite(values).reshape(-1).numpy()
     frame = pd.DataFrame({
-        "user": np.repeat(np.asarray(user_ids, dtype=object), k),
+        "user": np.repeat(np.asarray(user_ids), k),
         "rank": np.tile(np.arange(1, k + 1), n_users),
         "item": item_ids[items.reshape(-1).numpy()],
         "score": values.reshape(-1).numpy()})
-    frame = frame[keep].reset_index(drop=True)
-    if len(frame) and all(isinstance(u, int | np.integer) for u in frame["user"].head(1)):
-        frame["user"] = frame["user"].astype(np.int64)
-    return frame
+    return frame[keep].reset_index(drop=True)
 
 
 def score_all_items(model: Predictor, domain: str, users: torch.Tensor, n_items: int
@@ -201,9 +198,9 @@ def fold_in(base: EmbeddingBase, history: NewHistory, *, steps: int = 300, lr: f
                 target = negatives.view(-1, base.config.n_neg).to(device)
             else:
                 target = rating
-            rows = base.constrain_state(state)[slot]
-            loss = history.n * base.loss_with(rows, item, target, weight)
-            loss = loss + reg * base.constrain_state(state).pow(2).sum()
+            constrained = base.constrain_state(state)
+            loss = history.n * base.loss_with(constrained[slot], item, target, weight)
+            loss = loss + reg * constrained.pow(2).sum()
             (grad,) = torch.autograd.grad(loss, state)  # the base's own parameters stay untouched
             state.grad = grad
             optimiser.step()
