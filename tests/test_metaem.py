@@ -118,3 +118,16 @@ def test_the_generalisation_variants_keep_their_scorer_under_user_settings() -> 
         model = build_model(name, base_config={"lr": 0.01})
         assert model.config.base_config["scorer"] == scorer  # merged, not replaced
         assert model.config.base_config["lr"] == 0.01
+
+
+def test_scoring_every_item_in_chunks_gives_the_same_scores(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    import cdrec.models.coldstart.metaem as metaem
+
+    base = tiny_base()
+    with torch.no_grad():
+        state = base.user_state(torch.arange(3))
+        whole = base.score_items(state, torch.arange(7))
+        monkeypatch.setattr(metaem, "SCORE_PAIRS", 4)  # one item per chunk for three users
+        chunked = base.score_items(state, torch.arange(7))
+    assert torch.allclose(whole, chunked, atol=1e-6)

@@ -91,6 +91,10 @@ class MetaEmbeddingConfig(BaseConfig):
     sparse: bool = Field(False, description="dense Adam (Eq. 9 as weight decay needs it)")
 
 
+# (user, item) pairs scored together by MetaEmbeddingBase.score_items: bounds its memory.
+SCORE_PAIRS = 1 << 16
+
+
 def three_layer(dim_in: int, hidden: int, dim_out: int, output_relu: bool) -> MLP:
     """Linear-ReLU-Linear-ReLU-Linear(-ReLU): the paper's "three-layer network"."""
     return MLP([dim_in, hidden, hidden, dim_out], activation=nn.ReLU,
@@ -165,6 +169,17 @@ class MetaEmbeddingBase(EmbeddingBase):
         computed once per state row)."""
         return meta_scores(state, self.private_items(state), self.item_factors(items),
                            self.item_mlp)
+
+    def score_items(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Every user of ``state`` against every item, in chunks of items: each (user, item)
+        pair runs MLP_item on its own embedding V_u[j], so the hidden activations are held for
+        about 64 k pairs at a time, not for the whole block."""
+        private = self.private_items(state).unsqueeze(1)          # [U, 1, k_p, k_c]
+        per_chunk = max(1, SCORE_PAIRS // max(1, state.shape[0]))
+        common = self.item_factors(items)
+        return torch.cat([meta_scores(state.unsqueeze(1), private, chunk.unsqueeze(0),
+                                      self.item_mlp)
+                          for chunk in common.split(per_chunk)], dim=1)
 
     def penalty(self, users: torch.Tensor, items: torch.Tensor, target: torch.Tensor
                 ) -> torch.Tensor:
