@@ -1,55 +1,77 @@
-"""MetaEM's pretrain round split between server and devices: with every device in the round it
-is exactly the centralised full-batch Adam step, and a device's upload carries gradients only
+"""A federated round split between server and devices (cdrec.federated.protocol), with no
+transport: with every device in the round it is exactly the centralised full-batch Adam step;
+the vectorised simulation aggregates to the same gradients; an upload carries gradients only
 (V^c's as a dense matrix: no item id travels, though its nonzero rows still show the rated
-items)."""
+items); the mapping round trains f alone. Also the device data file."""
 
 from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from cdrec.data.catalog import load_sample
-from cdrec.federated.protocol import DeviceData, MetaEMServer, device_gradients
+from cdrec.federated.devices import DeviceStore
+from cdrec.federated.protocol import (
+    DeviceData,
+    FederatedStage,
+    aggregate,
+    device_gradients,
+    vectorised_uploads,
+)
+from cdrec.models import build_model
+from cdrec.models.bases.mf import MFBase, MFConfig
 from cdrec.models.coldstart.metaem import MetaEmbeddingBase, MetaEmbeddingConfig
+from cdrec.scenarios import build_scenario
+from cdrec.train import FitContext
 
 
-def music_devices(n_users: int = 40) -> tuple[MetaEmbeddingBase, dict[int, DeviceData]]:
-    """A small MetaEmbedding base and the real Douban music ratings of its first users, one
-    device per user."""
+def music_devices(n_users: int = 40) -> tuple[torch.Tensor, dict[int, DeviceData], int, int]:
+    """The real Douban music ratings of the sample's first users, one device per user."""
     music = load_sample("douban")["music"].interactions
     users = torch.unique(music.user)[:n_users]
     rows = music.select(torch.isin(music.user, users))
-    torch.manual_seed(0)
-    config = MetaEmbeddingConfig(dim=8, common_dim=4, private_dim=6, hidden=16, lr=0.01)
-    base = MetaEmbeddingBase(int(users.max()) + 1, int(rows.item.max()) + 1, config,
-                             implicit=False, generator=torch.Generator().manual_seed(0))
     devices = {int(u): DeviceData(rows.item[rows.user == u], rows.rating[rows.user == u])
                for u in users}
-    return base, devices
+    return users, devices, int(users.max()) + 1, int(rows.item.max()) + 1
 
 
-def federated_round(server: MetaEMServer, devices: dict[int, DeviceData],
+def metaem_base(n_users: int, n_items: int) -> MetaEmbeddingBase:
+    torch.manual_seed(0)
+    config = MetaEmbeddingConfig(dim=8, common_dim=4, private_dim=6, hidden=16, lr=0.01)
+    return MetaEmbeddingBase(n_users, n_items, config, implicit=False,
+                             generator=torch.Generator().manual_seed(0))
+
+
+def pretrain_stage(base):
+    """FedMetaEM's or FedMF's pretrain stage over ``base``."""
+    name = "FedMetaEM" if isinstance(base, MetaEmbeddingBase) else "FedMF"
+    return build_model(name, engine="vectorised")._pretrain_stage(base)
+
+
+def federated_round(stage: FederatedStage, devices: dict[int, DeviceData],
                     chosen: list[int]) -> float:
     ids = torch.tensor(chosen)
-    uploads = [device_gradients(d, devices[u], server.base.item_mlp)
-               for d, u in zip(server.downloads(ids), chosen, strict=True)]
-    return server.step(ids, uploads)
+    uploads = [device_gradients(d, devices[u], stage.scorer, stage.spec, stage.wanted(d))
+               for d, u in zip(stage.downloads(ids), chosen, strict=True)]
+    return stage.step(ids, uploads)
 
 
 def test_a_round_with_every_device_is_the_centralised_full_batch_step() -> None:
-    base, devices = music_devices()
+    users, devices, n_users, n_items = music_devices()
+    base = metaem_base(n_users, n_items)
     central = copy.deepcopy(base)
-    server = MetaEMServer(base)
+    stage = pretrain_stage(base)
     optimizer = torch.optim.Adam(central.parameters(), lr=0.01,
                                  weight_decay=central.config.weight_decay)
-    users = torch.cat([torch.full((len(d.items),), u) for u, d in devices.items()])
+    user_rows = torch.cat([torch.full((len(d.items),), u) for u, d in devices.items()])
     items = torch.cat([d.items for d in devices.values()])
     ratings = torch.cat([d.ratings for d in devices.values()])
     for _ in range(3):  # several rounds: Adam's moments must agree too
-        fed_loss = federated_round(server, devices, list(devices))
+        fed_loss = federated_round(stage, devices, list(devices))
         optimizer.zero_grad()
-        loss = (central(users, items) - ratings).pow(2).mean()  # Eq. 8 over every row
+        loss = (central(user_rows, items) - ratings).pow(2).mean()  # Eq. 8 over every row
         loss.backward()
         optimizer.step()
         assert abs(fed_loss - float(loss.detach())) < 1e-4
@@ -58,18 +80,93 @@ def test_a_round_with_every_device_is_the_centralised_full_batch_step() -> None:
         assert torch.allclose(fed, cen, atol=1e-6), name
 
 
+@pytest.mark.parametrize("kind", ["metaem", "mf"])
+def test_the_vectorised_round_aggregates_to_the_per_device_uploads(kind: str) -> None:
+    users, devices, n_users, n_items = music_devices(30)
+    if kind == "metaem":
+        base = metaem_base(n_users, n_items)
+    else:
+        base = MFBase(n_users, n_items, MFConfig(dim=8, sparse=False), implicit=False,
+                      global_mean=3.5, generator=torch.Generator().manual_seed(0))
+    stage = pretrain_stage(base)
+    chosen = users[::2]
+    data = [devices[int(u)] for u in chosen]
+    uploads = [device_gradients(d, data[k], stage.scorer, stage.spec, stage.wanted(d))
+               for k, d in enumerate(stage.downloads(chosen))]
+    per_user, shared, loss, rows = aggregate(stage, uploads)
+    v_user, v_shared, v_loss, v_rows = vectorised_uploads(stage, chosen, data)
+    assert rows == v_rows == sum(d.items.numel() for d in data)
+    assert v_loss == pytest.approx(loss, rel=1e-5)
+    assert set(per_user) == set(v_user) and set(shared) == set(v_shared) == set(
+        stage.trained_shared)
+    for name in per_user:
+        assert torch.allclose(per_user[name], v_user[name], atol=1e-6), name
+    for name in shared:
+        assert shared[name].abs().sum() > 0, name   # the gradient reaches every shared tensor
+        assert torch.allclose(shared[name], v_shared[name], atol=1e-6), name
+
+
 def test_an_upload_holds_gradients_only_and_v_c_as_a_dense_matrix() -> None:
-    base, devices = music_devices(5)
-    server = MetaEMServer(base)
-    user = next(iter(devices))
-    (download,) = server.downloads(torch.tensor([user]))
-    upload = device_gradients(download, devices[user], base.item_mlp)
-    n_items, k_p = base.item_factors.weight.shape
-    assert upload.common.shape == (n_items, k_p)       # no list of item ids travels
-    assert download.numel() - sum(t.numel() for t in download.item_mlp.values()) == (
-        n_items * k_p + k_p * 6 + 8)                    # n k_p + k_p k_c + k
+    users, devices, n_users, n_items = music_devices(5)
+    base = metaem_base(n_users, n_items)
+    stage = pretrain_stage(base)
+    user = int(users[0])
+    (download,) = stage.downloads(torch.tensor([user]))
+    upload = device_gradients(download, devices[user], stage.scorer, stage.spec,
+                              stage.wanted(download))
+    k_p = base.config.common_dim
+    assert upload.grads["common"].shape == (n_items, k_p)      # no list of item ids travels
+    mlp = sum(t.numel() for k, t in download.items() if k.startswith("item_mlp."))
+    assert sum(t.numel() for t in download.values()) - mlp == (
+        n_items * k_p + k_p * 6 + 8)                            # n k_p + k_p k_c + k
     rated = set(devices[user].items.tolist())
-    nonzero = set(upload.common.abs().sum(1).nonzero().squeeze(1).tolist())
+    nonzero = set(upload.grads["common"].abs().sum(1).nonzero().squeeze(1).tolist())
     # What the server can still read off one upload: the rated items (the leakage that secure
     # aggregation is for, issue 17).
     assert nonzero == rated
+
+
+def test_a_mapping_round_trains_the_mapping_alone_through_the_frozen_target() -> None:
+    data = load_sample("douban")
+    split = build_scenario("coldstart", {"source": "book", "target": "music"}).split(data, 0)
+    model = build_model("FedMetaEM", engine="vectorised", epochs=1, devices_per_round=1000,
+                        base_config={"epochs": 1, "dim": 8, "hidden": 16})
+    model.fit(split.train, None, FitContext(seed=0, progress=False))
+    stage = model._mapping_stage()
+    assert stage.trained_shared == []
+    frozen = {k: v.clone() for k, v in model.target_.state_dict().items()}
+    before = {k: v.clone() for k, v in model.transfer_.state_dict().items()}
+    store = DeviceStore.from_view(split.train)
+    part = store.partition_of()
+    users = store.users[store.indptr["music"].diff() > 0][:50]
+    devices = [store.device(part[int(u)], "music") for u in users]
+    per_user, shared, _, _ = vectorised_uploads(stage, users, devices)
+    assert shared == {} and set(per_user) == {"user", "private"}
+    stage.apply(users, per_user, shared, 0.0)
+    assert all(torch.equal(v, model.target_.state_dict()[k]) for k, v in frozen.items())
+    moved = [k for k, v in model.transfer_.state_dict().items() if not torch.equal(v, before[k])]
+    assert moved == list(before)                  # the gradient reaches every layer of f
+
+
+def test_device_store_round_trip_and_errors(tmp_path) -> None:
+    data = load_sample("douban")
+    split = build_scenario("coldstart", {"source": "book", "target": "music"}).split(data, 0)
+    store = DeviceStore.from_view(split.train)
+    music = split.train.data["music"].interactions
+    user = int(music.user[0])
+    mine = store.device(store.partition_of()[user], "music")
+    assert sorted(mine.items.tolist()) == sorted(music.item[music.user == user].tolist())
+    assert sum(len(store.device(p, "book").items) for p in range(len(store))) == len(
+        split.train.data["book"].interactions)
+    loaded = DeviceStore.load(store.save(tmp_path / "devices.pt"))
+    assert torch.equal(loaded.users, store.users)
+    one = store.subset([3])
+    assert len(one) == 1 and torch.equal(one.device(0, "book").items,
+                                         store.device(3, "book").items)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DeviceStore.load(tmp_path / "missing.pt")
+    torch.save({"format": "other"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a cdrec device data file"):
+        DeviceStore.load(tmp_path / "other.pt")
+    with pytest.raises(IndexError, match="partition"):
+        store.device(len(store), "book")

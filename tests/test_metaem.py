@@ -122,7 +122,7 @@ def test_the_generalisation_variants_keep_their_scorer_under_user_settings() -> 
 
 def test_scoring_every_item_in_chunks_gives_the_same_scores(monkeypatch: pytest.MonkeyPatch
                                                             ) -> None:
-    import cdrec.models.coldstart.metaem as metaem
+    from cdrec.models.coldstart import metaem
 
     base = tiny_base()
     with torch.no_grad():

@@ -328,6 +328,46 @@ def plot_tsne_command(
     typer.echo(f"written {out}")
 
 
+@app.command("federated-devices")
+def federated_devices_command(
+    config: Annotated[Path, typer.Argument(help="a cdrec YAML config", exists=True,
+                                           dir_okay=False)],
+    model: Annotated[str, typer.Option(help="label of a federated model (FedMetaEM, FedMF)")],
+    out: Annotated[Path, typer.Option(help="the device data file to write")],
+    seed: Annotated[int, typer.Option(help="the split's seed (the deployment's run config)")] = 0,
+    max_devices: Annotated[int | None, typer.Option(
+        min=1, help=("keep only N devices: those with ratings in every domain first, in user "
+                     "order (partitions 0..N-1)"))] = None,
+) -> None:
+    """Write the device data of a Flower deployment: each user's training ratings, one partition
+    per device (SuperNode --node-config "partition-id=P data-path=OUT")."""
+    import torch
+
+    from cdrec.config import load_config, load_data
+    from cdrec.federated.devices import DeviceStore
+    from cdrec.models import build_model
+    from cdrec.models.coldstart.federated import FederatedTransfer
+    from cdrec.train import FitContext
+
+    try:
+        cfg = load_config(config)
+        name, params = cfg.model_params(model)
+        fitted = build_model(name, **params)
+        if not isinstance(fitted, FederatedTransfer):
+            raise ValueError(f"{model} ({name}) is not a federated model")
+        split = cfg.scenario.build().split(load_data(cfg.data), seed)
+        _, devices, _, _ = fitted.device_view(split.train, FitContext(seed=seed, progress=False))
+        store = DeviceStore.from_view(devices)
+        if max_devices is not None:
+            both = torch.stack([store.indptr[d].diff() > 0 for d in store.domains]).all(0)
+            order = torch.cat([both.nonzero().squeeze(1), (~both).nonzero().squeeze(1)])
+            store = store.subset(order[:max_devices].tolist())
+        store.save(out)
+    except USER_ERRORS as err:
+        fail(err)
+    typer.echo(f"written {out}: {len(store)} devices (partition-id 0..{len(store) - 1})")
+
+
 @app.command()
 def models() -> None:
     """List the registered models and the scenarios each supports."""

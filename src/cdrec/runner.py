@@ -156,6 +156,10 @@ def _fit_one(config: RunConfig, label: str, seed: int, split: Split, device: tor
     fit_seconds = time.perf_counter() - t0
     if config.save_models and distributed.is_main():
         model.save(model_path(out, label, seed))
+    rounds = getattr(model, "rounds_", None)
+    if rounds and distributed.is_main():  # a federated model's per-round costs
+        (out / "rounds").mkdir(exist_ok=True)
+        pd.DataFrame(rounds).to_csv(out / "rounds" / f"{label}_seed{seed}.csv", index=False)
     t0 = time.perf_counter()
     metrics = split.test.evaluate(model)
     eval_seconds = time.perf_counter() - t0

@@ -25,6 +25,18 @@ class MFConfig(BaseConfig):
     use_bias: bool = Field(True, description="global, user and item biases (False: plain p.q)")
 
 
+def mf_scores(state: torch.Tensor, item_rows: torch.Tensor, item_bias: torch.Tensor,
+              global_mean: torch.Tensor, *, use_bias: bool) -> torch.Tensor:
+    """p_u . q_i (+ mu + b_u + b_i): ``state`` ``[..., k(+1)]`` (the user bias last) with the
+    items' rows ``[..., k]`` and biases ``[...]``, broadcast together. The one formula the MF
+    base and a federated MF device both compute."""
+    dim = item_rows.shape[-1]
+    out = (state[..., :dim] * item_rows).sum(-1)
+    if use_bias:
+        out = out + global_mean + state[..., dim] + item_bias
+    return out
+
+
 @register_base("MF")
 class MFBase(FactorBase):
     """Biased MF; the user state is ``[p_u, b_u]`` (``p_u`` alone without biases).
@@ -58,11 +70,8 @@ class MFBase(FactorBase):
         return torch.cat([p, self.rows(self.user_bias, users).unsqueeze(-1)], -1)
 
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        dim = self.config.dim
-        out = (state[..., :dim] * self.item_factors(items)).sum(-1)
-        if self.use_bias:
-            out = out + self.global_mean + state[..., dim] + self.rows(self.item_bias, items)
-        return out
+        return mf_scores(state, self.item_factors(items), self.rows(self.item_bias, items),
+                         self.global_mean, use_bias=self.use_bias)
 
 
     def score_items(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

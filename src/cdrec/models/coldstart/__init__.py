@@ -10,6 +10,7 @@ from cdrec.models.bases import BASES
 from cdrec.models.coldstart.cst import CST
 from cdrec.models.coldstart.dcdcsr import DCDCSR
 from cdrec.models.coldstart.emcdr import EMCDR
+from cdrec.models.coldstart.federated import FedMetaEM, FedMF
 from cdrec.models.coldstart.metaem import MetaEM
 from cdrec.models.coldstart.ptupcdr import PTUPCDR
 from cdrec.models.coldstart.sscdr import SSCDR
@@ -29,14 +30,16 @@ for _suffix, _scorer in (("MF", "mf"), ("GMF", "gmf"), ("DNN", "towers")):
                     f"MetaEM with the {_suffix} prediction module (scorer {_scorer!r}).")
 
 __all__ = [
-           "CST",
-           "DCDCSR",
-           "EMCDR",
-           "GENERAL_BASES",
-           "PTUPCDR",
-           "SSCDR",
-           "TMCDR",
-           "MetaEM",
-           "TransferConfig",
-           "TransferMethod",
+    "CST",
+    "DCDCSR",
+    "EMCDR",
+    "GENERAL_BASES",
+    "PTUPCDR",
+    "SSCDR",
+    "TMCDR",
+    "FedMF",
+    "FedMetaEM",
+    "MetaEM",
+    "TransferConfig",
+    "TransferMethod",
 ]

@@ -45,7 +45,7 @@ embedding V^c[j] V^p_u; no [users, items, k] tensor is built.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -112,8 +112,16 @@ class ElementwiseScale(nn.Module):
         return self.h * x
 
 
+def item_tower(config: MetaEmbeddingConfig) -> nn.Module:
+    """MLP_item of ``config``'s prediction module (Eq. 6): what a federated device rebuilds from
+    the config to run the downloaded weights."""
+    if config.scorer == "towers":
+        return three_layer(config.k_c, config.hidden, config.dim, config.output_relu)
+    return ElementwiseScale(config.dim) if config.scorer == "gmf" else nn.Identity()
+
+
 def meta_scores(state: torch.Tensor, private: torch.Tensor, common: torch.Tensor,
-                item_mlp: nn.Module) -> torch.Tensor:
+                item_mlp: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """r_hat = u_hat . MLP_item(V^c[j] V^p_u) (Eq. 2, 6, 7): ``state`` ``[..., D]``, ``private``
     ``[..., k_p, k_c]``, ``common`` (the rows V^c[j]) ``[..., k_p]``, broadcast together. The
     one formula the centralised model and a federated device both compute."""
@@ -144,14 +152,10 @@ class MetaEmbeddingBase(EmbeddingBase):
         self.user_factors = init_table(n_users, k, init_std, generator)      # U
         self.item_factors = init_table(n_items, kp, init_std, generator)     # V^c
         self.meta = three_layer(k, config.hidden, kp * kc, output_relu=False)  # g_phi, Eq. 4
-        self.user_mlp: nn.Module
-        self.item_mlp: nn.Module
-        if config.scorer == "towers":
-            self.user_mlp = three_layer(k, config.hidden, k, config.output_relu)   # Eq. 5
-            self.item_mlp = three_layer(kc, config.hidden, k, config.output_relu)  # Eq. 6
-        else:  # MF: r = u . V_u[j]; GMF: r = h . (u * V_u[j])
-            self.user_mlp = nn.Identity()
-            self.item_mlp = ElementwiseScale(k) if config.scorer == "gmf" else nn.Identity()
+        self.user_mlp: nn.Module = (three_layer(k, config.hidden, k, config.output_relu)  # Eq. 5
+                                    if config.scorer == "towers" else nn.Identity())
+        # Eq. 6; MF: r = u . V_u[j]; GMF: r = h . (u * V_u[j])
+        self.item_mlp: nn.Module = item_tower(config)
 
     @property
     def user_dim(self) -> int:

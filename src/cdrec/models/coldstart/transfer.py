@@ -66,13 +66,19 @@ class TransferMethod(Recommender):
                 merged[key] = {**preset, **params[key]}  # user's own base_config
         super().__init__(**merged)
 
-    def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
+    def overlap_view(self, train: TrainView) -> tuple[torch.Tensor, TrainView]:
+        """The training overlap users, and the view the bases train on (all users, or the
+        overlap users only with ``overlap_only``)."""
         source, target = train.transfer_domains()
         overlap = train.data.overlap_users(source, target)
         if overlap.numel() == 0:
             raise ValueError(f"{type(self).__name__} needs overlap users between "
                              f"{source!r} and {target!r} in the training data")
-        view = restrict_to_users(train, overlap) if self.config.overlap_only else train
+        return overlap, restrict_to_users(train, overlap) if self.config.overlap_only else train
+
+    def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
+        source, target = train.transfer_domains()
+        overlap, view = self.overlap_view(train)
         settings = self.config.base_settings()
         self.source_ = pretrain_base(view, source, self.config.base, settings, context)
         self.target_ = pretrain_base(view, target, self.config.base, settings, context)
