@@ -182,6 +182,8 @@ def _fit_one(config: RunConfig, label: str, seed: int, split: Split, device: tor
                              f"validation {chosen.metric}")
         metrics["chosen_epoch"] = float(chosen.best_epoch)
         metrics[f"validation_{chosen.metric}"] = float(chosen.best_value)
+    for key, value in getattr(model, "fit_report_", {}).items():  # e.g. a federated leakage
+        metrics[key] = float(value)
     for key, value in getattr(model, "selected_", {}).items():  # choices made without epochs
         metrics[key if key.startswith("validation_") else f"selected_{key}"] = float(value)
     if split.validation is not None:

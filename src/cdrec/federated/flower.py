@@ -46,6 +46,7 @@ from cdrec.federated.protocol import (
     device_gradients,
     vectorised_uploads,
 )
+from cdrec.federated.secure import SecureSettings
 
 loopback_environment()
 
@@ -155,13 +156,23 @@ class FailureMod:
 def make_client_app(devices_file: str | None = None, *, failure_rate: float = 0.0,
                     failure_seed: int = 0, record_dir: str | None = None) -> ClientApp:
     """A device's ClientApp. Its data is partition ``partition-id`` of the device data file
-    (``data-path`` in the node config, else ``devices_file``)."""
+    (``data-path`` in the node config, else ``devices_file``). It answers plain rounds and, when
+    the server asks for it, secure ones (``cdrec.federated.secure``)."""
+    from flwr.client.mod import secaggplus_mod
+
+    from cdrec.federated.secure import keep_pending, pending_fitres
+
     mods: list[Any] = []
     if record_dir is not None:
         mods.append(RecordingMod(record_dir))      # outermost: sees every reply
     if failure_rate > 0:
         mods.append(FailureMod(failure_rate, failure_seed))
+    mods.append(secaggplus_mod)                    # handles "train" (SecAgg+) messages only
     app = ClientApp(mods=mods)
+
+    @app.train()
+    def secure_step(msg: Message, context: Context) -> Message:
+        return pending_fitres(msg, context)
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
@@ -179,8 +190,14 @@ def make_client_app(devices_file: str | None = None, *, failure_rate: float = 0.
         data = store.device(_partition(context), str(task["domain"]))
         upload = device_gradients(download, data, str(task["scorer"]), str(task["spec"]),
                                   [str(w) for w in task["wanted"]])  # type: ignore[union-attr]
+        grads = upload.grads
+        if task.get("secure", False):   # the shared gradients wait for the SecAgg+ step
+            shared = [str(k) for k in task["shared"]]  # type: ignore[union-attr]
+            keep_pending(context, msg.metadata.group_id, upload.n_rows,
+                         {k: grads[k] for k in shared})
+            grads = {k: v for k, v in grads.items() if k not in shared}
         content = RecordDict({
-            "upload": ArrayRecord(torch_state_dict=upload.grads),
+            "upload": ArrayRecord(torch_state_dict=grads),
             "stats": MetricRecord({"n_rows": upload.n_rows, "loss_sum": upload.loss_sum})})
         return Message(content, reply_to=msg)
 
@@ -211,9 +228,15 @@ class FlowerTransport:
     """Rounds over a Flower ``Grid`` (simulation or deployment alike)."""
 
     def __init__(self, grid: Grid, n_nodes: int, *, timeout: float | None = None,
-                 join_timeout: float = 600.0) -> None:
+                 join_timeout: float = 600.0, secure: SecureSettings | None = None,
+                 leakage_rounds: int = 0) -> None:
         self.grid = grid
         self.timeout = timeout
+        self.secure = secure
+        # What the server can read off the first ``leakage_rounds`` rounds: per device, the
+        # item rows its upload (or, under SecAgg+, the round's aggregate) is nonzero on.
+        self.leakage_rounds = leakage_rounds
+        self.attributed: list[tuple[str, int, torch.Tensor]] = []
         self.node_of: dict[int, int] = {}
         self.has: dict[str, set[int]] = {}
         deadline = time.monotonic() + join_timeout
@@ -247,7 +270,9 @@ class FlowerTransport:
         round_id = str(self.rounds)
         downloads = stage.downloads(users)
         wanted = stage.wanted(downloads[0])
-        task = {"domain": domain, "scorer": stage.scorer, "spec": stage.spec, "wanted": wanted}
+        task = {"domain": domain, "scorer": stage.scorer, "spec": stage.spec, "wanted": wanted,
+                "secure": self.secure is not None and bool(stage.trained_shared),
+                "shared": stage.trained_shared or ["-"]}
         messages, sizes = {}, {}
         for user, download in zip(users.tolist(), downloads, strict=True):
             msg = Message(RecordDict({"download": ArrayRecord(torch_state_dict=download),
@@ -268,7 +293,23 @@ class FlowerTransport:
                                      float(stats["loss_sum"]), grads),  # type: ignore[arg-type]
                               message_bytes(reply))
         order = [u for u in users.tolist() if u in answered]
-        per_user, shared, loss, n_rows = aggregate(stage, [answered[u][0] for u in order])
+        per_user, shared, loss, n_rows = aggregate(stage, [answered[u][0] for u in order],
+                                                   shared=not task["secure"])
+        if task["secure"] and order:
+            from cdrec.federated.secure import secure_mean
+            assert self.secure is not None
+            mean = secure_mean(self.grid, {self.node_of[u]: answered[u][0].n_rows
+                                           for u in order},
+                               sorted(stage.trained_shared), self.secure, self.rounds)
+            if mean is None:   # SecAgg+ halted: no step this round
+                order, per_user, shared, loss, n_rows = [], {}, {}, float("nan"), 0
+            else:
+                shared = mean
+        if self.rounds <= self.leakage_rounds and stage.item_table and n_rows:
+            table = stage.item_table
+            for u in order:
+                seen = (shared[table] if task["secure"] else answered[u][0].grads[table])
+                self.attributed.append((domain, u, seen.abs().sum(1).nonzero().squeeze(1)))
         return RoundResult(torch.tensor(order, dtype=torch.long), per_user, shared, loss,
                            n_rows, users.numel(), users.numel() - len(order),
                            [sizes[u] for u in order], [answered[u][1] for u in order],

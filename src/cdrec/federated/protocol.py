@@ -120,18 +120,20 @@ class FederatedStage:
     built by autograd from the server's parameters); ``shared`` the tensors every device
     downloads whole (parameters or constants); ``trained_shared`` those of ``shared`` whose
     gradients devices upload and the server applies. ``parameters`` are what the stage's Adam
-    steps (with ``weight_decay``: Eq. 9's / Eq. 14's L2)."""
+    steps (with ``weight_decay``: Eq. 9's / Eq. 14's L2). ``item_table`` names the shared
+    tensor whose rows are the items (V^c, V), whose gradient rows show what a device rated."""
 
     def __init__(self, *, scorer: str, spec: Mapping[str, Any],
                  per_user: Callable[[torch.Tensor], Tensors], shared: Mapping[str, torch.Tensor],
                  trained_shared: Sequence[str], parameters: Sequence[nn.Parameter], lr: float,
-                 weight_decay: float) -> None:
+                 weight_decay: float, item_table: str | None = None) -> None:
         if scorer not in DEVICE_SCORERS:
             raise ValueError(f"unknown device scorer {scorer!r}; known: {sorted(DEVICE_SCORERS)}")
         unknown = set(trained_shared) - set(shared)
         if unknown:
             raise ValueError(f"trained_shared names {sorted(unknown)} are not shared tensors")
         self.scorer = scorer
+        self.item_table = item_table  # the shared tensor whose rows are items (leakage)
         self.spec = json.dumps(dict(spec), sort_keys=True)
         self.per_user = per_user
         self.shared = dict(shared)
@@ -186,19 +188,20 @@ class FederatedStage:
         self.optimizer.load_state_dict(state)
 
 
-def aggregate(stage: FederatedStage, uploads: Sequence[Upload]
+def aggregate(stage: FederatedStage, uploads: Sequence[Upload], *, shared: bool = True
               ) -> tuple[Tensors, Tensors, float, int]:
     """The round's mean gradients from per-device uploads: per-user gradients stacked, shared
     ones summed, both divided by the round's row count (the gradient of the round's mean
-    squared error). Returns them with that mean and the row count."""
+    squared error). Returns them with that mean and the row count. ``shared=False``: the
+    uploads hold the per-user gradients only (their shared ones are securely aggregated)."""
     total = sum(u.n_rows for u in uploads)
     if total == 0:
         return {}, {}, float("nan"), 0
     per_user = {k: torch.stack([u.grads[k] for u in uploads]) / total
                 for k in uploads[0].grads if k not in stage.shared}
-    shared = {k: torch.stack([u.grads[k] for u in uploads]).sum(0) / total
-              for k in stage.trained_shared}
-    return per_user, shared, sum(u.loss_sum for u in uploads) / total, total
+    means = {k: torch.stack([u.grads[k] for u in uploads]).sum(0) / total
+             for k in (stage.trained_shared if shared else [])}
+    return per_user, means, sum(u.loss_sum for u in uploads) / total, total
 
 
 def vectorised_uploads(stage: FederatedStage, users: torch.Tensor,

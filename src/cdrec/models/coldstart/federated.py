@@ -75,6 +75,36 @@ class FederationConfig(ModelConfig):
     workers: int = Field(2, ge=1, description="Flower simulation: Ray actors (one CPU each)")
     record_dir: str | None = Field(None, description=(
         "write every message a device sends into this directory (privacy checks)"))
+    secure_aggregation: bool = Field(False, description=(
+        "aggregate the shared gradients (V^c, MLP_item; V for FedMF) with Flower's SecAgg+: "
+        "the server sees only their mean over a round's devices"))
+    secure_shares: int = Field(5, ge=1, description="SecAgg+: devices each device shares with")
+    secure_threshold: int = Field(3, ge=1, description="SecAgg+: shares needed to unmask")
+    leakage_rounds: int = Field(3, ge=0, description=(
+        "measure, over the first N rounds, which rated items the server can read off what it "
+        "receives (Flower engines; reported as leakage_precision / leakage_recall)"))
+
+
+def leakage(attributed: Sequence[tuple[str, int, torch.Tensor]], store: Any
+            ) -> dict[str, float]:
+    """How much of a device's item set the server can read off what it receives: per (round,
+    device), the items it can attribute to the device (nonzero gradient rows of the device's
+    upload, or of the round's SecAgg+ aggregate) against those the device rated. Precision is
+    over the uploads that show any item (an all-zero gradient, e.g. from a user whose MLP_user
+    output is all zero, shows none), recall over all. Precision 1 and recall 1: the server
+    knows the device's items exactly."""
+    if not attributed:
+        return {}
+    part = store.partition_of()
+    precision, recall = [], []
+    for domain, user, items in attributed:
+        rated = torch.unique(store.device(part[user], domain).items)
+        hit = torch.isin(items, rated).sum().item()
+        if items.numel():
+            precision.append(hit / items.numel())
+        recall.append(hit / max(rated.numel(), 1))
+    return {"leakage_precision": sum(precision) / max(len(precision), 1),
+            "leakage_recall": sum(recall) / len(recall), "leakage_uploads": len(recall)}
 
 
 def constant_epoch(devices: torch.Tensor) -> Callable[[torch.Generator], list[torch.Tensor]]:
@@ -164,6 +194,15 @@ class FederatedTransfer(TransferMethod):
             torch.set_rng_state(rng)
             self._fit_rounds(view, held, overlap, validation, context, transport)
 
+        if cfg.secure_aggregation and cfg.engine == "vectorised":
+            raise ValueError("secure_aggregation runs on Flower (engine flower or deployment): "
+                             "the vectorised simulation has no messages to mask")
+        secure = None
+        if cfg.secure_aggregation:
+            from cdrec.federated.secure import SecureSettings
+            secure = SecureSettings(cfg.secure_shares, cfg.secure_threshold,
+                                    timeout=cfg.round_timeout)
+        self.fit_report_: dict[str, float] = {}
         if cfg.engine == "vectorised":
             from cdrec.federated.flower import VectorisedTransport
             fit_on(VectorisedTransport(DeviceStore.from_view(devices),
@@ -171,7 +210,7 @@ class FederatedTransfer(TransferMethod):
         elif cfg.engine == "deployment":
             from cdrec.federated.flower import FlowerTransport, deployment_grid
             grid, n_nodes = deployment_grid()
-            fit_on(FlowerTransport(grid, n_nodes, timeout=cfg.round_timeout))
+            fit_on(FlowerTransport(grid, n_nodes, timeout=cfg.round_timeout, secure=secure))
         else:
             from cdrec.federated.flower import FlowerTransport, make_client_app, simulate
             store = DeviceStore.from_view(devices)
@@ -179,9 +218,16 @@ class FederatedTransfer(TransferMethod):
                 path = str(store.save(Path(tmp) / "devices.pt"))
                 app = make_client_app(path, failure_rate=cfg.failure_rate,
                                       failure_seed=context.seed, record_dir=cfg.record_dir)
-                simulate(lambda grid: fit_on(FlowerTransport(grid, len(store),
-                                                              timeout=cfg.round_timeout)),
-                         app, len(store), workers=cfg.workers)
+                transports: list[Any] = []
+
+                def serve(grid: Any) -> None:
+                    transports.append(FlowerTransport(
+                        grid, len(store), timeout=cfg.round_timeout, secure=secure,
+                        leakage_rounds=cfg.leakage_rounds))
+                    fit_on(transports[0])
+
+                simulate(serve, app, len(store), workers=cfg.workers)
+            self.fit_report_ = leakage(transports[0].attributed, store)
 
     def _fit_rounds(self, view: TrainView, held: Mapping[str, Interactions], overlap: torch.Tensor,
                     validation: Evaluator | None, context: FitContext, transport: Any) -> None:
@@ -253,7 +299,7 @@ class FedMetaEM(FederatedTransfer, MetaEM):
         return FederatedStage(scorer="metaem", spec=base.config.model_dump(mode="json"),
                               per_user=per_user, shared=shared, trained_shared=list(shared),
                               parameters=trainable(base), lr=base.config.lr,
-                              weight_decay=base.config.weight_decay)
+                              weight_decay=base.config.weight_decay, item_table="common")
 
     def _mapping_stage(self) -> Any:
         from cdrec.federated.protocol import FederatedStage
@@ -314,7 +360,8 @@ class FedMF(FederatedTransfer):
         return FederatedStage(scorer="mf", spec={"use_bias": base.use_bias},
                               per_user=per_user, shared=shared,
                               trained_shared=trained, parameters=trainable(base),
-                              lr=base.config.lr, weight_decay=base.config.weight_decay)
+                              lr=base.config.lr, weight_decay=base.config.weight_decay,
+                              item_table="items")
 
     def _mapping_stage(self) -> Any:
         from cdrec.federated.protocol import FederatedStage
