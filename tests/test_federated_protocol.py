@@ -18,7 +18,7 @@ from cdrec.federated.protocol import (
     FederatedStage,
     aggregate,
     device_gradients,
-    vectorised_uploads,
+    vectorised_round,
 )
 from cdrec.models import build_model
 from cdrec.models.bases.mf import MFBase, MFConfig
@@ -94,7 +94,7 @@ def test_the_vectorised_round_aggregates_to_the_per_device_uploads(kind: str) ->
     uploads = [device_gradients(d, data[k], stage.scorer, stage.spec, stage.wanted(d))
                for k, d in enumerate(stage.downloads(chosen))]
     per_user, shared, loss, rows = aggregate(stage, uploads)
-    v_user, v_shared, v_loss, v_rows = vectorised_uploads(stage, chosen, data)
+    v_user, v_shared, v_loss, v_rows = vectorised_round(stage, chosen, data)
     assert rows == v_rows == sum(d.items.numel() for d in data)
     assert v_loss == pytest.approx(loss, rel=1e-5)
     assert set(per_user) == set(v_user) and set(shared) == set(v_shared) == set(
@@ -140,7 +140,7 @@ def test_a_mapping_round_trains_the_mapping_alone_through_the_frozen_target() ->
     part = store.partition_of()
     users = store.users[store.indptr["music"].diff() > 0][:50]
     devices = [store.device(part[int(u)], "music") for u in users]
-    per_user, shared, _, _ = vectorised_uploads(stage, users, devices)
+    per_user, shared, _, _ = vectorised_round(stage, users, devices)
     assert shared == {} and set(per_user) == {"user", "private"}
     stage.apply(users, per_user, shared, 0.0)
     assert all(torch.equal(v, model.target_.state_dict()[k]) for k, v in frozen.items())
@@ -163,6 +163,11 @@ def test_device_store_round_trip_and_errors(tmp_path) -> None:
     one = store.subset([3])
     assert len(one) == 1 and torch.equal(one.device(0, "book").items,
                                          store.device(3, "book").items)
+    # a device file names the whole split it was cut from; another split has another name
+    assert one.fingerprint == store.fingerprint == loaded.fingerprint
+    other = DeviceStore.from_view(
+        build_scenario("coldstart", {"source": "book", "target": "music"}).split(data, 1).train)
+    assert other.fingerprint != store.fingerprint
     with pytest.raises(FileNotFoundError, match="does not exist"):
         DeviceStore.load(tmp_path / "missing.pt")
     torch.save({"format": "other"}, tmp_path / "other.pt")
@@ -170,3 +175,48 @@ def test_device_store_round_trip_and_errors(tmp_path) -> None:
         DeviceStore.load(tmp_path / "other.pt")
     with pytest.raises(IndexError, match="partition"):
         store.device(len(store), "book")
+
+
+def test_a_per_user_gradient_reveals_the_items_of_a_device_with_few_ratings() -> None:
+    """dL/dV^p_u = sum_j V^c[j]^T h_j over the device's items: with fewer items than k_p their
+    V^c rows span a subspace the server can test every item against (subspace_items)."""
+    from cdrec.federated.flower import subspace_items
+
+    users, devices, n_users, n_items = music_devices(40)
+    base = metaem_base(n_users, n_items)               # k_p = 4
+    stage = pretrain_stage(base)
+    few = next(u for u, d in devices.items() if 2 <= d.items.numel() < 4)
+    many = next(u for u, d in devices.items() if d.items.numel() > 10)
+    common = base.item_factors.weight.detach()
+    for user, expect_exact in ((few, True), (many, False)):
+        (download,) = stage.downloads(torch.tensor([user]))
+        upload = device_gradients(download, devices[user], stage.scorer, stage.spec,
+                                  stage.wanted(download))
+        guessed = set(subspace_items(upload.grads["private"], common).tolist())
+        rated = set(devices[user].items.tolist())
+        if expect_exact:
+            assert guessed == rated
+        else:   # full rank: every item fits, so the guess says nothing
+            assert len(guessed) == n_items
+
+
+def test_secure_settings_are_checked_and_too_few_devices_get_no_secure_aggregate() -> None:
+    from cdrec.federated.secure import SecureSettings, secure_mean
+
+    with pytest.raises(ValueError, match="odd num_shares"):
+        SecureSettings(num_shares=4)
+    with pytest.raises(ValueError, match="reconstruction_threshold"):
+        SecureSettings(num_shares=5, reconstruction_threshold=5)
+    outcome = secure_mean(None, {1: 5, 2: 3}, ["common"], SecureSettings(), "r")  # type: ignore[arg-type]
+    assert outcome.mean == {} and outcome.survivors == []
+
+
+def test_settings_a_deployment_cannot_honour_are_refused() -> None:
+    data = load_sample("douban")
+    split = build_scenario("coldstart", {"source": "book", "target": "music"}).split(data, 0)
+    model = build_model("FedMetaEM", engine="deployment", failure_rate=0.3)
+    with pytest.raises(ValueError, match="ClientApp settings"):
+        model.fit(split.train, None, FitContext(seed=0, progress=False))
+    model = build_model("FedMetaEM", engine="vectorised", secure_aggregation=True)
+    with pytest.raises(ValueError, match="runs on Flower"):
+        model.fit(split.train, None, FitContext(seed=0, progress=False))

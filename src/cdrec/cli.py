@@ -334,6 +334,8 @@ def federated_devices_command(
                                            dir_okay=False)],
     model: Annotated[str, typer.Option(help="label of a federated model (FedMetaEM, FedMF)")],
     out: Annotated[Path, typer.Option(help="the device data file to write")],
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="key.sub=value overrides: the same as the deployment's run config")] = None,
     seed: Annotated[int, typer.Option(help="the split's seed (the deployment's run config)")] = 0,
     max_devices: Annotated[int | None, typer.Option(
         min=1, help=("keep only N devices: those with ratings in every domain first, in user "
@@ -350,7 +352,7 @@ def federated_devices_command(
     from cdrec.train import FitContext
 
     try:
-        cfg = load_config(config)
+        cfg = load_config(config, list(overrides or []))
         name, params = cfg.model_params(model)
         fitted = build_model(name, **params)
         if not isinstance(fitted, FederatedTransfer):
@@ -365,7 +367,8 @@ def federated_devices_command(
         store.save(out)
     except USER_ERRORS as err:
         fail(err)
-    typer.echo(f"written {out}: {len(store)} devices (partition-id 0..{len(store) - 1})")
+    typer.echo(f"written {out}: {len(store)} devices (partition-id 0..{len(store) - 1}) of "
+               f"split {store.fingerprint}")
 
 
 @app.command()

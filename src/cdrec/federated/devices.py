@@ -10,6 +10,7 @@ in from the node's answer to a ``query`` message (``cdrec.federated.flower``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,17 @@ class DeviceStore:
     indptr: dict[str, torch.Tensor]
     items: dict[str, torch.Tensor]
     ratings: dict[str, torch.Tensor]
+    # Of the whole federation's data (kept by ``subset``): a device names its split with it.
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            digest = hashlib.sha256(self.users.numpy().tobytes())
+            for name in sorted(self.indptr):
+                for t in (self.indptr[name], self.items[name], self.ratings[name]):
+                    digest.update(name.encode())
+                    digest.update(t.contiguous().numpy().tobytes())
+            object.__setattr__(self, "fingerprint", digest.hexdigest()[:16])
 
     @classmethod
     def from_view(cls, train: TrainView, users: torch.Tensor | None = None) -> DeviceStore:
@@ -88,13 +100,14 @@ class DeviceStore:
             ratings[name] = (torch.cat([r.ratings for r in rows]) if rows
                              else self.ratings[name][:0])
         return DeviceStore(self.users[torch.tensor(parts, dtype=torch.long)], indptr, items,
-                           ratings)
+                           ratings, self.fingerprint)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"format": FORMAT, "users": self.users, "indptr": self.indptr,
-                    "items": self.items, "ratings": self.ratings}, path)
+                    "items": self.items, "ratings": self.ratings,
+                    "fingerprint": self.fingerprint}, path)
         return path
 
     @classmethod
@@ -110,4 +123,5 @@ class DeviceStore:
             raise ValueError(f"{path} is not a cdrec device data file (format "
                              f"{state.get('format') if isinstance(state, dict) else None!r}, "
                              f"expected {FORMAT!r})")
-        return cls(state["users"], state["indptr"], state["items"], state["ratings"])
+        return cls(state["users"], state["indptr"], state["items"], state["ratings"],
+                   str(state["fingerprint"]))

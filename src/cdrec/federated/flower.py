@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -44,7 +44,7 @@ from cdrec.federated.protocol import (
     Upload,
     aggregate,
     device_gradients,
-    vectorised_uploads,
+    vectorised_round,
 )
 from cdrec.federated.secure import SecureSettings
 
@@ -180,7 +180,8 @@ def make_client_app(devices_file: str | None = None, *, failure_rate: float = 0.
         p = _partition(context)
         has = {f"has.{d}": bool(store.device(p, d).items.numel() > 0) for d in store.domains}
         return Message(RecordDict({"device": ConfigRecord(
-            {"user": int(store.users[p]), **has})}), reply_to=msg)
+            {"user": int(store.users[p]), "split": store.fingerprint, **has})}),
+            reply_to=msg)
 
     @app.train("grad")
     def grad(msg: Message, context: Context) -> Message:
@@ -191,14 +192,15 @@ def make_client_app(devices_file: str | None = None, *, failure_rate: float = 0.
         upload = device_gradients(download, data, str(task["scorer"]), str(task["spec"]),
                                   [str(w) for w in task["wanted"]])  # type: ignore[union-attr]
         grads = upload.grads
+        stats: dict[str, int | float | list[int] | list[float]] = {"n_rows": upload.n_rows, "loss_sum": upload.loss_sum}
         if task.get("secure", False):   # the shared gradients wait for the SecAgg+ step
-            shared = [str(k) for k in task["shared"]]  # type: ignore[union-attr]
-            keep_pending(context, msg.metadata.group_id, upload.n_rows,
-                         {k: grads[k] for k in shared})
+            shared = str(task["shared"]).split(",")
+            stats["clipped"] = keep_pending(context, msg.metadata.group_id, upload.n_rows,
+                                            {k: grads[k] for k in shared},
+                                            float(task["clip"]))  # type: ignore[arg-type]
             grads = {k: v for k, v in grads.items() if k not in shared}
-        content = RecordDict({
-            "upload": ArrayRecord(torch_state_dict=grads),
-            "stats": MetricRecord({"n_rows": upload.n_rows, "loss_sum": upload.loss_sum})})
+        content = RecordDict({"upload": ArrayRecord(torch_state_dict=grads),
+                              "stats": MetricRecord(stats)})
         return Message(content, reply_to=msg)
 
     return app
@@ -222,21 +224,26 @@ class RoundResult:
     bytes_down: list[int] = field(default_factory=list)   # per answered device (Flower only)
     bytes_up: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    clipped: int = 0                   # SecAgg+: gradient entries clipped to +-clipping_range
 
 
 class FlowerTransport:
-    """Rounds over a Flower ``Grid`` (simulation or deployment alike)."""
+    """Rounds over a Flower ``Grid`` (simulation or deployment alike).
+
+    ``split``: the fingerprint of the device data the server expects (``DeviceStore``); a
+    device holding another split's data is refused at the join. ``leakage`` rounds record what
+    the server can read off them (:meth:`round`)."""
 
     def __init__(self, grid: Grid, n_nodes: int, *, timeout: float | None = None,
                  join_timeout: float = 600.0, secure: SecureSettings | None = None,
-                 leakage_rounds: int = 0) -> None:
+                 split: str | None = None) -> None:
         self.grid = grid
         self.timeout = timeout
         self.secure = secure
-        # What the server can read off the first ``leakage_rounds`` rounds: per device, the
-        # item rows its upload (or, under SecAgg+, the round's aggregate) is nonzero on.
-        self.leakage_rounds = leakage_rounds
+        # (domain, user, items): per device of a leakage round, the items the server can
+        # attribute to it; ``subspace``: the same from the per-user gradient dL/dV^p_u alone.
         self.attributed: list[tuple[str, int, torch.Tensor]] = []
+        self.subspace: list[tuple[str, int, torch.Tensor]] = []
         self.node_of: dict[int, int] = {}
         self.has: dict[str, set[int]] = {}
         deadline = time.monotonic() + join_timeout
@@ -249,76 +256,130 @@ class FlowerTransport:
             nodes = list(grid.get_node_ids())
         queries = [Message(RecordDict({"task": ConfigRecord({"ask": "device"})}),
                            dst_node_id=n, message_type=QUERY, group_id="join") for n in nodes]
-        for reply in grid.send_and_receive(queries, timeout=join_timeout):
+        replies = list(grid.send_and_receive(queries, timeout=join_timeout))
+        for reply in replies:
             if reply.has_error():
                 raise RuntimeError(f"device on node {reply.metadata.src_node_id} failed to "
                                    f"answer the join query: {reply.error.reason}")
             device = reply.content.config_records["device"]
+            if split is not None and device.get("split") != split:
+                raise ValueError(f"device on node {reply.metadata.src_node_id} holds the data "
+                                 f"of split {device.get('split')!r}, the server expects "
+                                 f"{split!r}: write the devices' file with the server's config, "
+                                 "overrides and seed (cdrec federated-devices)")
             user = int(device["user"])  # type: ignore[arg-type]
             self.node_of[user] = reply.metadata.src_node_id
             for key, value in device.items():
                 if key.startswith("has.") and value:
                     self.has.setdefault(key.removeprefix("has."), set()).add(user)
-        self.rounds = 0
+        if len(self.node_of) != len(nodes):
+            raise RuntimeError(f"{len(nodes) - len(self.node_of)} of {len(nodes)} devices did "
+                               f"not answer the join query in {join_timeout:.0f} s")
 
     def users_with(self, domain: str) -> torch.Tensor:
         return torch.tensor(sorted(self.has.get(domain, set())), dtype=torch.long)
 
-    def round(self, stage: FederatedStage, domain: str, users: torch.Tensor) -> RoundResult:
+    def round(self, stage: FederatedStage, domain: str, users: torch.Tensor, round_id: str,
+              leakage: bool = False) -> RoundResult:
+        """One round over the devices of ``users``. Its seconds leave out the byte counting
+        (each message serialised once more)."""
         t0 = time.perf_counter()
-        self.rounds += 1
-        round_id = str(self.rounds)
+        counting = 0.0
         downloads = stage.downloads(users)
         wanted = stage.wanted(downloads[0])
+        secure = self.secure is not None and bool(stage.trained_shared)
         task = {"domain": domain, "scorer": stage.scorer, "spec": stage.spec, "wanted": wanted,
-                "secure": self.secure is not None and bool(stage.trained_shared),
-                "shared": stage.trained_shared or ["-"]}
-        messages, sizes = {}, {}
+                "secure": secure, "shared": ",".join(stage.trained_shared),
+                "clip": self.secure.clipping_range if self.secure else 0.0}
+        messages, down = {}, {}
         for user, download in zip(users.tolist(), downloads, strict=True):
             msg = Message(RecordDict({"download": ArrayRecord(torch_state_dict=download),
                                       "task": ConfigRecord(task)}),  # type: ignore[arg-type]
                           dst_node_id=self.node_of[user], message_type=GRAD, group_id=round_id)
             messages[self.node_of[user]] = (user, msg)
-            sizes[user] = message_bytes(msg)
+            c0 = time.perf_counter()
+            down[user] = message_bytes(msg)
+            counting += time.perf_counter() - c0
         replies = self.grid.send_and_receive([m for _, m in messages.values()],
                                              timeout=self.timeout)
-        answered: dict[int, tuple[Upload, int]] = {}
+        answered: dict[int, Upload] = {}
+        up: dict[int, int] = {}
+        clipped = 0
         for reply in replies:
             if reply.has_error():
                 continue
             user = messages[reply.metadata.src_node_id][0]
             stats = reply.content.metric_records["stats"]
             grads = reply.content.array_records["upload"].to_torch_state_dict()
-            answered[user] = (Upload(int(stats["n_rows"]),  # type: ignore[arg-type]
-                                     float(stats["loss_sum"]), grads),  # type: ignore[arg-type]
-                              message_bytes(reply))
+            answered[user] = Upload(int(stats["n_rows"]),  # type: ignore[arg-type]
+                                    float(stats["loss_sum"]), grads)  # type: ignore[arg-type]
+            clipped += int(stats.get("clipped", 0))  # type: ignore[arg-type]
+            c0 = time.perf_counter()
+            up[user] = message_bytes(reply)
+            counting += time.perf_counter() - c0
         order = [u for u in users.tolist() if u in answered]
-        per_user, shared, loss, n_rows = aggregate(stage, [answered[u][0] for u in order],
-                                                   shared=not task["secure"])
-        if task["secure"] and order:
+        shared: Tensors = {}
+        if secure and order:
             from cdrec.federated.secure import secure_mean
             assert self.secure is not None
-            mean = secure_mean(self.grid, {self.node_of[u]: answered[u][0].n_rows
-                                           for u in order},
-                               sorted(stage.trained_shared), self.secure, self.rounds)
-            if mean is None:   # SecAgg+ halted: no step this round
-                order, per_user, shared, loss, n_rows = [], {}, {}, float("nan"), 0
-            else:
-                shared = mean
-        if self.rounds <= self.leakage_rounds and stage.item_table and n_rows:
-            table = stage.item_table
+            outcome = secure_mean(self.grid, {self.node_of[u]: answered[u].n_rows
+                                              for u in order},
+                                  sorted(stage.trained_shared), self.secure, round_id)
+            # Devices that dropped out during SecAgg+ are out of this round altogether.
+            survivors = set(outcome.survivors)
+            order = [u for u in order if self.node_of[u] in survivors]
+            shared = outcome.mean
             for u in order:
-                seen = (shared[table] if task["secure"] else answered[u][0].grads[table])
-                self.attributed.append((domain, u, seen.abs().sum(1).nonzero().squeeze(1)))
+                down[u] += outcome.bytes_down.get(self.node_of[u], 0)
+                up[u] += outcome.bytes_up.get(self.node_of[u], 0)
+        per_user, plain_shared, loss, n_rows = aggregate(stage, [answered[u] for u in order],
+                                                         shared=not secure)
+        if not secure:
+            shared = plain_shared
+        if not order:
+            per_user, shared, loss, n_rows = {}, {}, float("nan"), 0
+        if leakage and stage.item_table and n_rows:
+            self._record_leakage(stage, domain, order, answered, shared, secure)
         return RoundResult(torch.tensor(order, dtype=torch.long), per_user, shared, loss,
                            n_rows, users.numel(), users.numel() - len(order),
-                           [sizes[u] for u in order], [answered[u][1] for u in order],
-                           time.perf_counter() - t0)
+                           [down[u] for u in order], [up[u] for u in order],
+                           time.perf_counter() - t0 - counting, clipped)
+
+    def _record_leakage(self, stage: FederatedStage, domain: str, order: Sequence[int],
+                        answered: dict[int, Upload], shared: Tensors, secure: bool) -> None:
+        """What the server can read off this round, per device: the nonzero item rows of its
+        item-table gradient (under SecAgg+ the aggregate's, the same for every device), and
+        the items whose V^c row lies in the column space of its plain dL/dV^p_u (that matrix
+        is sum_j V^c[j]^T h_j over the device's rated items j: when they are fewer than k_p,
+        their rows span a subspace that the server sees)."""
+        table = str(stage.item_table)
+        items = stage.shared[table].detach()
+        for u in order:
+            seen = shared[table] if secure else answered[u].grads[table]
+            self.attributed.append((domain, u, seen.abs().sum(1).nonzero().squeeze(1)))
+            private = answered[u].grads.get("private")
+            if private is not None:
+                self.subspace.append((domain, u, subspace_items(private, items)))
+
+
+def subspace_items(private_grad: torch.Tensor, common: torch.Tensor,
+                   tolerance: float = 1e-3) -> torch.Tensor:
+    """Items whose row of ``common`` (V^c, [n, k_p]) lies, up to ``tolerance`` (relative), in
+    the column space of ``private_grad`` (dL/dV^p_u, [k_p, k_c]): the server's guess of a
+    device's items from its per-user gradient. Full rank: every item (no information)."""
+    u, sv, _ = torch.linalg.svd(private_grad.double(), full_matrices=False)
+    rank = int((sv > sv[0] * 1e-6).sum()) if sv.numel() and sv[0] > 0 else 0
+    if rank == 0:
+        return torch.zeros(0, dtype=torch.long)
+    basis = u[:, :rank]
+    rows = common.double()
+    residual = (rows - rows @ basis @ basis.T).norm(dim=1)
+    return (residual <= tolerance * rows.norm(dim=1).clamp_min(1e-12)).nonzero().squeeze(1)
 
 
 class VectorisedTransport:
     """The same rounds with no transport: every sampled device's local step as one batched
-    computation (:func:`vectorised_uploads`), failing the devices :class:`FailureMod` would."""
+    computation (:func:`vectorised_round`), failing the devices :class:`FailureMod` would."""
 
     def __init__(self, store: DeviceStore, *, failure_rate: float = 0.0,
                  failure_seed: int = 0) -> None:
@@ -326,22 +387,21 @@ class VectorisedTransport:
         self.partition = store.partition_of()
         self.failure_rate = failure_rate
         self.failure_seed = failure_seed
-        self.rounds = 0
 
     def users_with(self, domain: str) -> torch.Tensor:
         counts = self.store.indptr[domain].diff()
         return torch.sort(self.store.users[counts > 0]).values
 
-    def round(self, stage: FederatedStage, domain: str, users: torch.Tensor) -> RoundResult:
+    def round(self, stage: FederatedStage, domain: str, users: torch.Tensor, round_id: str,
+              leakage: bool = False) -> RoundResult:
         t0 = time.perf_counter()
-        self.rounds += 1
         keep = [u for u in users.tolist() if not injected_failure(
-            self.failure_seed, str(self.rounds), self.partition[u], self.failure_rate)]
+            self.failure_seed, round_id, self.partition[u], self.failure_rate)]
         answered = torch.tensor(keep, dtype=torch.long)
         devices = [self.store.device(self.partition[u], domain) for u in keep]
         if not keep:
             return RoundResult(answered, {}, {}, float("nan"), 0, users.numel(), users.numel())
-        per_user, shared, loss, n_rows = vectorised_uploads(stage, answered, devices)
+        per_user, shared, loss, n_rows = vectorised_round(stage, answered, devices)
         return RoundResult(answered, per_user, shared, loss, n_rows, users.numel(),
                            users.numel() - len(keep), seconds=time.perf_counter() - t0)
 

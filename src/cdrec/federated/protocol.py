@@ -1,6 +1,6 @@
 """One federated round split between a server and devices (MetaEM's Algorithms 1 and 2), with no
 transport. The Flower apps (``cdrec.federated.flower``) and the vectorised simulation
-(:func:`vectorised_uploads`) both call these functions, so the maths exists once and the model
+(:func:`vectorised_round`) both call these functions, so the maths exists once and the model
 code stays free of any Flower import, as in Flower's own examples.
 
 A round of a :class:`FederatedStage`:
@@ -204,7 +204,7 @@ def aggregate(stage: FederatedStage, uploads: Sequence[Upload], *, shared: bool 
     return per_user, means, sum(u.loss_sum for u in uploads) / total, total
 
 
-def vectorised_uploads(stage: FederatedStage, users: torch.Tensor,
+def vectorised_round(stage: FederatedStage, users: torch.Tensor,
                        devices: Sequence[DeviceData]) -> tuple[Tensors, Tensors, float, int]:
     """The same round as one batched computation (no transport): every sampled device's rows
     concatenated, one forward and one backward. Returns the round's averaged per-user gradients

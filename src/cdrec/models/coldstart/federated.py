@@ -78,21 +78,25 @@ class FederationConfig(ModelConfig):
     secure_aggregation: bool = Field(False, description=(
         "aggregate the shared gradients (V^c, MLP_item; V for FedMF) with Flower's SecAgg+: "
         "the server sees only their mean over a round's devices"))
-    secure_shares: int = Field(5, ge=1, description="SecAgg+: devices each device shares with")
-    secure_threshold: int = Field(3, ge=1, description="SecAgg+: shares needed to unmask")
+    secure_shares: int = Field(5, ge=3, description=(
+        "SecAgg+: devices each device shares its secrets with (odd)"))
+    secure_threshold: int = Field(3, ge=2, description=(
+        "SecAgg+: shares needed to unmask (below secure_shares)"))
     leakage_rounds: int = Field(3, ge=0, description=(
         "measure, over the first N rounds, which rated items the server can read off what it "
         "receives (Flower engines; reported as leakage_precision / leakage_recall)"))
 
 
-def leakage(attributed: Sequence[tuple[str, int, torch.Tensor]], store: Any
-            ) -> dict[str, float]:
+def leakage(attributed: Sequence[tuple[str, int, torch.Tensor]], store: Any,
+            prefix: str = "leakage") -> dict[str, float]:
     """How much of a device's item set the server can read off what it receives: per (round,
-    device), the items it can attribute to the device (nonzero gradient rows of the device's
-    upload, or of the round's SecAgg+ aggregate) against those the device rated. Precision is
-    over the uploads that show any item (an all-zero gradient, e.g. from a user whose MLP_user
-    output is all zero, shows none), recall over all. Precision 1 and recall 1: the server
-    knows the device's items exactly."""
+    device), the items the server attributes to the device (for ``leakage``: the nonzero
+    gradient rows of the device's upload, or of the round's SecAgg+ aggregate; for
+    ``subspace``: the items whose V^c row lies in the column space of the device's plain
+    dL/dV^p_u) against those it rated. Precision is over the attributions that name any item
+    (an all-zero gradient names none), recall over all. Precision 1 and recall 1: the server
+    knows the device's items exactly. The truth comes from the simulation's device data: a
+    deployment's server has none, so nothing is measured there."""
     if not attributed:
         return {}
     part = store.partition_of()
@@ -103,8 +107,8 @@ def leakage(attributed: Sequence[tuple[str, int, torch.Tensor]], store: Any
         if items.numel():
             precision.append(hit / items.numel())
         recall.append(hit / max(rated.numel(), 1))
-    return {"leakage_precision": sum(precision) / max(len(precision), 1),
-            "leakage_recall": sum(recall) / len(recall), "leakage_uploads": len(recall)}
+    return {f"{prefix}_precision": sum(precision) / max(len(precision), 1),
+            f"{prefix}_recall": sum(recall) / len(recall), f"{prefix}_uploads": len(recall)}
 
 
 def constant_epoch(devices: torch.Tensor) -> Callable[[torch.Generator], list[torch.Tensor]]:
@@ -113,23 +117,32 @@ def constant_epoch(devices: torch.Tensor) -> Callable[[torch.Generator], list[to
 
 
 class FederatedRound:
-    """The training loop's step for one federated stage: the batch is the round's devices."""
+    """The training loop's step for one federated stage: the batch is the round's devices.
+
+    A round's id is ``<stage>:<count>``, the count kept in the step's state, so a resumed stage
+    goes on with the same ids (and, under fault injection, fails the same devices); the
+    stage's first ``leakage_rounds`` rounds record what the server can read off them. After a
+    resume, the log holds the rounds run since."""
 
     def __init__(self, stage: Any, transport: Any, domain: str, log: list[dict[str, Any]],
-                 name: str) -> None:
+                 name: str, leakage_rounds: int = 0) -> None:
         self.stage, self.transport, self.domain = stage, transport, domain
-        self.log, self.name = log, name
+        self.log, self.name, self.leakage_rounds = log, name, leakage_rounds
+        self.count = 0
 
     def __call__(self, batch: Sequence[torch.Tensor]) -> Mapping[str, torch.Tensor]:
         (users,) = batch
-        result = self.transport.round(self.stage, self.domain, users.cpu())
+        self.count += 1
+        result = self.transport.round(self.stage, self.domain, users.cpu(),
+                                      f"{self.name}:{self.count}",
+                                      leakage=self.count <= self.leakage_rounds)
         if result.n_rows > 0:
             self.stage.apply(result.users, result.per_user_grads, result.shared_grads,
                              result.loss)
         self.log.append({
-            "stage": f"rounds_{self.name}", "round": len(self.log) + 1,
+            "stage": f"rounds_{self.name}", "round": self.count,
             "sampled": result.sampled, "failed": result.failed, "rows": result.n_rows,
-            "loss": result.loss, "seconds": result.seconds,
+            "loss": result.loss, "seconds": result.seconds, "clipped": result.clipped,
             "bytes_down_per_device": (sum(result.bytes_down) / len(result.bytes_down)
                                       if result.bytes_down else float("nan")),
             "bytes_up_per_device": (sum(result.bytes_up) / len(result.bytes_up)
@@ -137,10 +150,11 @@ class FederatedRound:
         return {"loss": torch.tensor(result.loss)}
 
     def state_dict(self) -> dict[str, Any]:
-        return self.stage.state_dict()
+        return {"optimizer": self.stage.state_dict(), "count": self.count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stage.load_state_dict(state)
+        self.stage.load_state_dict(state["optimizer"])
+        self.count = int(state["count"])
 
 
 class FederatedTransfer(TransferMethod):
@@ -194,6 +208,10 @@ class FederatedTransfer(TransferMethod):
             torch.set_rng_state(rng)
             self._fit_rounds(view, held, overlap, validation, context, transport)
 
+        if cfg.engine == "deployment" and (cfg.failure_rate > 0 or cfg.record_dir):
+            raise ValueError("failure_rate and record_dir are ClientApp settings: a "
+                             "deployment's SuperNodes run cdrec.federated.app's ClientApp, "
+                             "which has neither; use them with engine flower")
         if cfg.secure_aggregation and cfg.engine == "vectorised":
             raise ValueError("secure_aggregation runs on Flower (engine flower or deployment): "
                              "the vectorised simulation has no messages to mask")
@@ -210,7 +228,8 @@ class FederatedTransfer(TransferMethod):
         elif cfg.engine == "deployment":
             from cdrec.federated.flower import FlowerTransport, deployment_grid
             grid, n_nodes = deployment_grid()
-            fit_on(FlowerTransport(grid, n_nodes, timeout=cfg.round_timeout, secure=secure))
+            fit_on(FlowerTransport(grid, n_nodes, timeout=cfg.round_timeout, secure=secure,
+                                   split=DeviceStore.from_view(devices).fingerprint))
         else:
             from cdrec.federated.flower import FlowerTransport, make_client_app, simulate
             store = DeviceStore.from_view(devices)
@@ -223,11 +242,12 @@ class FederatedTransfer(TransferMethod):
                 def serve(grid: Any) -> None:
                     transports.append(FlowerTransport(
                         grid, len(store), timeout=cfg.round_timeout, secure=secure,
-                        leakage_rounds=cfg.leakage_rounds))
+                        split=store.fingerprint))
                     fit_on(transports[0])
 
                 simulate(serve, app, len(store), workers=cfg.workers)
-            self.fit_report_ = leakage(transports[0].attributed, store)
+            self.fit_report_ = {**leakage(transports[0].attributed, store),
+                                **leakage(transports[0].subspace, store, "subspace")}
 
     def _fit_rounds(self, view: TrainView, held: Mapping[str, Interactions], overlap: torch.Tensor,
                     validation: Evaluator | None, context: FitContext, transport: Any) -> None:
@@ -245,8 +265,10 @@ class FederatedTransfer(TransferMethod):
                                          dom.n_items)
                 validate = holdout_validator(base, held[name], dom.n_items, observed, context)
             devices = transport.users_with(name)
+            # Leakage is measured on the source pretrain's first rounds (plain uploads of V^c).
             step = FederatedRound(self._pretrain_stage(base), transport, name, self.rounds_,
-                                  f"base_{name}")
+                                  f"base_{name}",
+                                  cfg.leakage_rounds if name == source else 0)
             train_loop(base, step, constant_epoch(devices), context=context,
                        stage=f"base_{name}", epochs=settings.epochs,
                        batch_size=cfg.devices_per_round, validate=validate,
