@@ -47,6 +47,7 @@ from cdrec.federated.protocol import (
     vectorised_round,
 )
 from cdrec.federated.secure import SecureSettings
+from cdrec.federated.wire import message_bytes
 
 loopback_environment()
 
@@ -65,14 +66,6 @@ from flwr.serverapp import Grid, ServerApp
 GRAD = "train.grad"       # a round's message type; plain "train" is left to secaggplus_mod
 QUERY = "query"
 INJECTED_FAILURE = 1001   # the Error code of FailureMod's replies
-
-
-def message_bytes(message: Message) -> int:
-    """Bytes of ``message`` as Flower ships it: the deflated size of each object it is made of
-    (the message, its RecordDict, each record and each array)."""
-    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
-
-    return sum(len(obj.deflate()) for obj in get_all_nested_objects(message).values())
 
 
 def injected_failure(seed: int, round_id: str, partition: int, rate: float) -> bool:

@@ -40,6 +40,8 @@ from flwr.app import (
 )
 from flwr.serverapp import Grid
 
+from cdrec.federated.wire import message_bytes
+
 PENDING = "cdrec.pending"
 PENDING_META = "cdrec.pending_meta"
 
@@ -122,8 +124,6 @@ class CountingGrid:
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
                          ) -> Iterable[Message]:
-        from cdrec.federated.flower import message_bytes
-
         messages = list(messages)
         for m in messages:
             node = m.metadata.dst_node_id
