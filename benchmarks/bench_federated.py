@@ -128,7 +128,7 @@ def main() -> None:
         by_devices = mf.set_index("devices/round")["down kB/device"]
         table["down / FedMF"] = table["down kB/device"] / table["devices/round"].map(by_devices)
     print()
-    print(table.to_markdown(index=False, floatfmt=".3g"))
+    print(table.to_string(index=False, float_format="%.3g"))
 
 
 if __name__ == "__main__":
