@@ -73,6 +73,15 @@ def _item_tower(spec: str) -> nn.Module:
         return item_tower(MetaEmbeddingConfig(**json.loads(spec)))
 
 
+def rows_of(table: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """``table[items]`` through ``F.embedding``, whose backward sums repeated rows in a fixed
+    order on the CPU (advanced indexing's accumulating backward does not with several threads:
+    the same seed would then not give the same parameters)."""
+    if table.dim() == 1:
+        return nn.functional.embedding(items, table.unsqueeze(1)).squeeze(1)
+    return nn.functional.embedding(items, table)
+
+
 def _metaem_scores(download: Mapping[str, torch.Tensor], items: torch.Tensor, spec: str
                    ) -> torch.Tensor:
     tower = _item_tower(spec)
@@ -82,13 +91,14 @@ def _metaem_scores(download: Mapping[str, torch.Tensor], items: torch.Tensor, sp
     def mlp(x: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(tower, weights, (x,))
 
-    return meta_scores(download["user"], download["private"], download["common"][items], mlp)
+    return meta_scores(download["user"], download["private"], rows_of(download["common"], items),
+                       mlp)
 
 
 def _mf_scores(download: Mapping[str, torch.Tensor], items: torch.Tensor, spec: str
                ) -> torch.Tensor:
-    return mf_scores(download["user"], download["items"][items],
-                     download["item_bias"][items], download["global_mean"],
+    return mf_scores(download["user"], rows_of(download["items"], items),
+                     rows_of(download["item_bias"], items), download["global_mean"],
                      use_bias=bool(json.loads(spec)["use_bias"]))
 
 
