@@ -33,6 +33,7 @@ writes to ``rounds/<label>_seed<seed>.csv`` in the run directory.
 from __future__ import annotations
 
 import tempfile
+from abc import abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -163,12 +164,15 @@ class FederatedTransfer(TransferMethod):
 
     config: Any
     rounds_: list[dict[str, Any]]
+    _transport: Any  # the fit's transport, while the mapping stage runs
 
+    @abstractmethod
     def _pretrain_stage(self, base: EmbeddingBase) -> Any:
-        raise NotImplementedError
+        """The server side (a ``FederatedStage``) of pretraining ``base`` in rounds."""
 
+    @abstractmethod
     def _mapping_stage(self) -> Any:
-        raise NotImplementedError
+        """The server side (a ``FederatedStage``) of training ``transfer_`` in rounds."""
 
     def device_view(self, train: TrainView, context: FitContext
                     ) -> tuple[TrainView, TrainView, dict[str, Interactions], torch.Tensor]:
@@ -273,25 +277,27 @@ class FederatedTransfer(TransferMethod):
                        stage=f"base_{name}", epochs=settings.epochs,
                        batch_size=cfg.devices_per_round, validate=validate,
                        patience=settings.patience)
-            for p in base.parameters():
-                p.requires_grad_(False)
             bases[name] = base
-        self.source_, self.target_ = bases[source], bases[target]
-        self.domains_ = (source, target)
-        has_target = torch.ones(view.data.n_users, dtype=torch.bool)
-        has_target[users_without_data(view, target)] = False
-        self.register_buffer("has_target_", has_target.to(context.device), persistent=False)
+        self._set_bases(bases[source], bases[target], view, context)
+        self._transport = transport
+        try:
+            self._fit_transfer(view, overlap, validation, context)
+        finally:
+            del self._transport
+
+    def _fit_transfer(self, train: TrainView, overlap: torch.Tensor,
+                      validation: Evaluator | None, context: FitContext) -> None:
+        """The mapping stage (Algorithm 2) in rounds over the fit's transport: the training
+        overlap users' devices with target ratings, early-stopped on the validation users."""
+        transport = self._transport
+        _, target = train.transfer_domains()
         self.transfer_ = self._new_transfer().to(context.device)
         devices = transport.users_with(target)
         devices = devices[torch.isin(devices, overlap.cpu())]
         step = FederatedRound(self._mapping_stage(), transport, target, self.rounds_, "mapping")
         train_loop(self, step, constant_epoch(devices), context=context, stage="mapping",
-                   epochs=cfg.epochs, batch_size=cfg.devices_per_round,
-                   validate=validator(self, validation), patience=cfg.patience)
-
-    def _fit_transfer(self, train: TrainView, overlap: torch.Tensor,
-                      validation: Evaluator | None, context: FitContext) -> None:
-        raise NotImplementedError("federated methods fit every stage in _fit_rounds")
+                   epochs=self.config.epochs, batch_size=self.config.devices_per_round,
+                   validate=validator(self, validation), patience=self.config.patience)
 
 
 class FedMetaEMConfig(MetaEMConfig, FederationConfig):

@@ -80,17 +80,23 @@ class TransferMethod(Recommender):
         source, target = train.transfer_domains()
         overlap, view = self.overlap_view(train)
         settings = self.config.base_settings()
-        self.source_ = pretrain_base(view, source, self.config.base, settings, context)
-        self.target_ = pretrain_base(view, target, self.config.base, settings, context)
-        for p in [*self.source_.parameters(), *self.target_.parameters()]:
+        self._set_bases(pretrain_base(view, source, self.config.base, settings, context),
+                        pretrain_base(view, target, self.config.base, settings, context),
+                        view, context)
+        self._fit_transfer(train, overlap, validation, context)
+
+    def _set_bases(self, source: EmbeddingBase, target: EmbeddingBase, view: TrainView,
+                   context: FitContext) -> None:
+        """Keep the pretrained bases (frozen) and which users have target data in ``view``."""
+        self.source_, self.target_ = source, target
+        for p in [*source.parameters(), *target.parameters()]:
             p.requires_grad_(False)
-        self.domains_ = (source, target)
-        has_target = torch.ones(train.data.n_users, dtype=torch.bool)
-        has_target[users_without_data(view, target)] = False
+        self.domains_ = view.transfer_domains()
+        has_target = torch.ones(view.data.n_users, dtype=torch.bool)
+        has_target[users_without_data(view, self.domains_[1])] = False
         # Derived from the training data here, so kept out of state dicts and checkpoints (as
         # every buffer a method computes in _fit): a resumed fit recomputes it.
         self.register_buffer("has_target_", has_target.to(context.device), persistent=False)
-        self._fit_transfer(train, overlap, validation, context)
 
     @abstractmethod
     def _fit_transfer(self, train: TrainView, overlap: torch.Tensor,
