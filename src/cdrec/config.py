@@ -14,6 +14,7 @@ import itertools
 import json
 import re
 import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -30,6 +31,7 @@ from pydantic import (
 )
 
 from cdrec.data.dataset import CrossDomainData
+from cdrec.data.features import DomainFeatures
 from cdrec.models import available_models, build_model
 from cdrec.scenarios import Scenario, build_scenario, scenario_class, scenario_names
 from cdrec.search_space import SearchSpace
@@ -63,6 +65,24 @@ class DataSpec(_Strict):
     mixed_ids: Literal["warn", "error"] = Field("warn", description=(
         "text ids among integer ids make every id text (which changes seeded splits): warn "
         "naming the first such row, or refuse the data"))
+    features: dict[str, DomainFeatures] = Field(default_factory=dict, description=(
+        "per domain, optional user and item feature files: {users: {path, id_column, "
+        "categorical, numeric, ...}, items: {...}}; relative paths are read in data.path's "
+        "folder (see docs/data_formats.md)"))
+
+    @model_validator(mode="after")
+    def _known_feature_domains(self) -> DataSpec:
+        # The domains are known before reading when the config lists them (files, domains).
+        known = list(self.files) if self.files else list(self.domains or [])
+        if self.format == "douban" and not known:
+            known = ["book", "music"]
+        if not known:
+            return self
+        problems = [f"data.features: unknown domain {key!r}{_did_you_mean(key, known)}; the "
+                    f"domains are {', '.join(known)}" for key in self.features if key not in known]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _known_columns(self) -> DataSpec:
@@ -405,21 +425,31 @@ def _fields_at(root: Any, loc: Sequence[str]) -> list[str]:
             node = field.annotation
             continue
         if dataclasses.is_dataclass(node):
-            found = {f.name: f.type for f in dataclasses.fields(node)}
+            found = _dataclass_types(node)
             if part not in found:
                 return []
             node = found[part]
             continue
         return []
-    # Optional[Model]: the model
+    # Optional[Model]: the model (or dataclass)
     if get_origin(node) in (Union, types.UnionType):
-        members = [a for a in get_args(node) if isinstance(a, type) and issubclass(a, BaseModel)]
+        members = [a for a in get_args(node) if isinstance(a, type) and (
+            issubclass(a, BaseModel) or dataclasses.is_dataclass(a))]
         node = members[0] if len(members) == 1 else node
     if isinstance(node, type) and issubclass(node, BaseModel):
         return list(node.model_fields)
     if dataclasses.is_dataclass(node):
         return [f.name for f in dataclasses.fields(node) if f.init]
     return []
+
+
+def _dataclass_types(node: Any) -> dict[str, Any]:
+    """A dataclass's field types, resolved when its module wrote them as strings."""
+    try:
+        hints = typing.get_type_hints(node)
+    except (NameError, TypeError):
+        hints = {}
+    return {f.name: hints.get(f.name, f.type) for f in dataclasses.fields(node)}
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -439,6 +469,7 @@ def load_data(spec: DataSpec) -> CrossDomainData:
     """Read the dataset a config names, with its options applied."""
     from cdrec.data import readers
     from cdrec.data.catalog import sample_path
+    from cdrec.data.features import with_features
     from cdrec.data.transforms import k_core
 
     path: Path | None = None
@@ -480,6 +511,10 @@ def load_data(spec: DataSpec) -> CrossDomainData:
         data = readers.read_amazon_ratings_csv({k: _under(path, v) for k, v in files.items()})
     else:
         data = readers.read_amazon_json({k: _under(path, v) for k, v in files.items()})
+    if spec.features:
+        # Relative feature paths: in data.path's folder (data.path itself when a folder).
+        folder = None if path is None else path if path.is_dir() else path.parent
+        data = with_features(data, spec.features, root=folder)
     if spec.k_core:
         data = k_core(data, spec.k_core)
     return data
@@ -500,7 +535,9 @@ def fingerprint(config: RunConfig, model_params: dict[str, Any], seed: int | lis
     """Hash of what one (model, seed) result depends on: data, scenario, the model's resolved
     hyper-parameters and the seed (not the device, progress bars or the other models)."""
     # mixed_ids only decides whether odd data is refused, never what a run computes.
-    what = {"data": config.data.model_dump(mode="json", exclude={"mixed_ids"}),
+    # No feature files: left out, so fingerprints of runs from before they existed still hold.
+    skip = {"mixed_ids"} | (set() if config.data.features else {"features"})
+    what = {"data": config.data.model_dump(mode="json", exclude=skip),
             "scenario": config.scenario.model_dump(mode="json"),
             "model": model_params, "seed": seed}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()

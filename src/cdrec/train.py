@@ -80,6 +80,8 @@ class StageResult:
     best_epoch: int
     best_value: float | None
     metric: str | None
+    # Mean training loss (summed over the step's losses) of the stage's last epoch.
+    train_loss: float | None = None
 
 
 @dataclass
@@ -345,7 +347,8 @@ def train_loop(
         if best_state is not None:
             load_changing_state(module, best_state)
         module.eval()
-        result = StageResult(stage, start_epoch - 1, best_epoch, best_value, metric)
+        result = StageResult(stage, start_epoch - 1, best_epoch, best_value, metric,
+                             _last_train_loss(state["history"]))
         context.stages.append(result)
         return result
 
@@ -432,7 +435,8 @@ def train_loop(
         load_changing_state(module, best_state)
     broadcast_state(module)
     module.eval()
-    result = StageResult(stage, epoch, best_epoch, best_value, metric)
+    result = StageResult(stage, epoch, best_epoch, best_value, metric,
+                         _last_train_loss(stage_history))
     context.stages.append(result)
     return result
 
@@ -517,27 +521,110 @@ class PlainProgress:
 StageFn = Callable[[str], StageResult]
 
 
+def _last_train_loss(history: Sequence[Mapping[str, float | int | str]]) -> float | None:
+    return float(history[-1]["train_loss"]) if history else None
+
+
+def round_loss(results: Sequence[StageResult]) -> float:
+    """The training loss of one round of a schedule: its stages' last-epoch losses summed."""
+    return sum(r.train_loss for r in results if r.train_loss is not None)
+
+
 def run_schedule(stages: Sequence[tuple[str, StageFn]], *, rounds: int,
-                 converged: Callable[[list[StageResult]], bool] | None = None
-                 ) -> list[StageResult]:
+                 converged: Callable[[list[StageResult]], bool] | None = None,
+                 tolerance: float | None = None,
+                 module: torch.nn.Module | None = None,
+                 validate: Validate | None = None,
+                 patience: int | None = None,
+                 context: FitContext | None = None,
+                 name: str = "schedule") -> list[StageResult]:
     """Run named stages in order, for up to ``rounds`` rounds (a dual loop: train one side, then
-    the other, and again), stopping early once ``converged(results of the round)`` is true.
+    the other, and again), stopping early once the round has converged.
 
     Each stage function receives its stage name, ``"<name>@<round>"``, and must pass it to
     ``train_loop``: every round of every stage then has its own checkpoint, so a resumed
     schedule reloads the finished rounds and continues inside the interrupted one.
+
+    A round has converged when ``converged(results of the round)`` is true, or, with
+    ``tolerance``, when its training loss (:func:`round_loss`) changed by less than
+    ``tolerance`` from the previous round's (DML's stopping rule). With ``validate`` (and the
+    ``module`` it judges), every round ends with a validation score; the best round's state of
+    ``module`` is restored at the end, the schedule also stops after ``patience`` rounds without
+    a better score, and a summary :class:`StageResult` named ``name`` (``best_epoch`` = the
+    chosen round) closes the returned list (and ``context.stages``, with one history row per
+    round). Finished rounds reloaded on resume are validated again, to the same scores.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    names = [name for name, _ in stages]
+    names = [stage for stage, _ in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"stage names must differ, got {names}")
+    if tolerance is not None and tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if validate is not None and module is None:
+        raise ValueError("run_schedule: validate needs the module whose best round to keep")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be >= 1, got {patience}")
     results: list[StageResult] = []
+    previous_loss: float | None = None
+    best_value: float | None = None
+    best_round, bad_rounds, metric, done_rounds, stopped = 0, 0, None, 0, False
+    best_state: dict[str, torch.Tensor] | None = None
+    saved_rows: list[dict[str, float | int | str]] = []
+    # The schedule's own checkpoint: its per-round rows and selection state, written after
+    # every round, so a resumed schedule neither re-validates nor re-records finished rounds.
+    ckpt = _checkpoint_path(context, name) if context is not None else None
+    if ckpt is not None and context is not None and context.resume and ckpt.exists():
+        saved = torch.load(ckpt, map_location=context.device, weights_only=True)
+        done_rounds, saved_rows, stopped = saved["round"], saved["rows"], saved["stopped"]
+        best_value, best_round, bad_rounds = saved["best_value"], saved["best_round"], saved["bad"]
+        best_state, metric, previous_loss = saved["best_state"], saved["metric"], saved["loss"]
+    r = 0
     for r in range(1, rounds + 1):
-        round_results = [fn(f"{name}@{r}") for name, fn in stages]
+        round_results = [fn(f"{stage}@{r}") for stage, fn in stages]
         results.extend(round_results)
-        if converged is not None and converged(round_results):
+        if r <= done_rounds:  # reloaded from the stages' checkpoints: its row was saved
+            if context is not None and r <= len(saved_rows):
+                context.history.extend([saved_rows[r - 1]])
+            if r == done_rounds and stopped:
+                break
+            continue
+        loss = round_loss(round_results)
+        stop = converged is not None and converged(round_results)
+        if tolerance is not None and previous_loss is not None:
+            stop = stop or abs(previous_loss - loss) < tolerance
+        previous_loss = loss
+        row: dict[str, float | int | str] = {"stage": name, "epoch": r, "train_loss": loss}
+        if validate is not None and module is not None:
+            module.eval()
+            value, metric, higher = validate()
+            value = agree(value)
+            if best_value is None or (value > best_value if higher else value < best_value):
+                best_value, best_round, bad_rounds = value, r, 0
+                best_state = changing_state(module)
+            else:
+                bad_rounds += 1
+            stop = stop or (patience is not None and bad_rounds >= patience)
+            row[f"val_{metric}"] = value
+        if context is not None:
+            row["label"] = context.label
+            context.history.append(row)
+            saved_rows.append(row)
+        if ckpt is not None:
+            _atomic_save({"round": r, "rows": saved_rows, "stopped": stop,
+                          "best_value": best_value, "best_round": best_round, "bad": bad_rounds,
+                          "best_state": best_state, "metric": metric, "loss": previous_loss},
+                         ckpt)
+        if stop:
             break
+    if validate is not None and module is not None:
+        if best_state is not None:
+            load_changing_state(module, best_state)
+        module.eval()
+        summary = StageResult(name, r, best_round, best_value, metric, previous_loss)
+        results.append(summary)
+        if context is not None:
+            context.stages.append(summary)
     return results
 
 

@@ -1,7 +1,15 @@
-"""Data: readers for the public CDR datasets, validation, and the in-memory ``CrossDomainData``."""
+"""Data: readers for the public CDR datasets, validation, feature tables, and the in-memory
+``CrossDomainData``."""
 
 from cdrec.data.catalog import find_datasets, load_sample, sample_path, shipped_datasets
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
+from cdrec.data.features import (
+    DomainFeatures,
+    FeatureSpec,
+    FeatureTable,
+    read_features,
+    with_features,
+)
 from cdrec.data.readers import (
     read_amazon_implicit_pair,
     read_amazon_json,
@@ -19,6 +27,9 @@ __all__ = [
     "DataError",
     "DataWarning",
     "Domain",
+    "DomainFeatures",
+    "FeatureSpec",
+    "FeatureTable",
     "Interactions",
     "MissingFileError",
     "binarize",
@@ -30,8 +41,10 @@ __all__ = [
     "read_amazon_ratings_csv",
     "read_amazon_reviews",
     "read_douban",
+    "read_features",
     "read_recbole",
     "read_table",
     "sample_path",
     "shipped_datasets",
+    "with_features",
 ]

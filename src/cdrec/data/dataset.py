@@ -1,15 +1,21 @@
 """In-memory cross-domain data: one user id space, named domains with their own items.
 
 Interactions are held once as tensors (``Interactions``); original ids are kept in numpy arrays so
-output can use them. Nothing here knows about models or evaluation protocols.
+output can use them. A domain may carry user and item feature tables
+(:class:`cdrec.data.features.FeatureTable`), their rows aligned to the internal ids. Nothing here
+knows about models or evaluation protocols.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from cdrec.data.features import FeatureTable
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,12 @@ class Domain:
     ``given_test`` holds a held-out table shipped with the dataset (e.g. leave-one-out test files);
     scenarios decide whether to use it. ``rating_scale`` is ``(low, high)`` for explicit ratings,
     ``None`` for implicit feedback (all ratings 1).
+
+    ``item_features`` (optional) has one row per item of the domain (row ``j`` is item ``j``);
+    ``user_features`` (optional) one row per user of the whole dataset (row ``u`` is user ``u``
+    of ``CrossDomainData.user_ids``), so several domains may share one table. Code that
+    re-indexes items must select the rows of ``item_features`` too (``FeatureTable.select``):
+    a table whose row count differs from the items is refused.
     """
 
     name: str
@@ -76,6 +88,21 @@ class Domain:
     interactions: Interactions
     rating_scale: tuple[float, float] | None = None
     given_test: Interactions | None = None
+    user_features: FeatureTable | None = None
+    item_features: FeatureTable | None = None
+
+    def __post_init__(self) -> None:
+        for entity, table in (("user", self.user_features), ("item", self.item_features)):
+            if table is not None and table.entity != entity:
+                raise ValueError(f"domain {self.name!r}: {entity}_features holds "
+                                 f"{table.entity} features")
+        table = self.item_features
+        if table is not None and table.n_rows != len(self.item_ids):
+            raise ValueError(
+                f"domain {self.name!r}: item_features has {table.n_rows} rows but the domain "
+                f"has {len(self.item_ids)} items; when items are added, removed or re-indexed, "
+                f"select the feature rows to match (FeatureTable.select) or drop them "
+                f"(item_features=None)")
 
     @property
     def n_items(self) -> int:
@@ -91,6 +118,7 @@ class Domain:
 
     def with_interactions(self, interactions: Interactions, given_test: Interactions | None = None
                           ) -> Domain:
+        """The domain with other rows (same users and items, so the feature tables stay)."""
         return replace(self, interactions=interactions, given_test=given_test)
 
 
@@ -102,6 +130,16 @@ class CrossDomainData:
     domains: dict[str, Domain]
     name: str = "data"
     provenance: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for dom in self.domains.values():
+            table = dom.user_features
+            if table is not None and table.n_rows != len(self.user_ids):
+                raise ValueError(
+                    f"domain {dom.name!r}: user_features has {table.n_rows} rows but the data "
+                    f"has {len(self.user_ids)} users; when users are added, removed or "
+                    f"re-indexed, select the feature rows to match (FeatureTable.select) or "
+                    f"drop them (user_features=None)")
 
     @property
     def n_users(self) -> int:

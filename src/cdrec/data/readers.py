@@ -10,12 +10,7 @@ Ids that are all integers (``"42"``) become int64 and sort numerically; Amazon i
 
 from __future__ import annotations
 
-import gzip
-import io
-import json
 import os
-import re
-import zlib
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,16 +18,16 @@ from typing import Literal, overload
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
+from cdrec.data.features import FeaturesArg, with_features
+from cdrec.data.files import check_field_count, find_file, format_of, read_delimited, read_file
 from cdrec.data.schema import (
     MIXED_IDS,
     ROW,
     ROWS_LINES,
     ROWS_TABLE,
-    ROWS_WITH_HEADER,
     DataError,
     IdSource,
     MissingFileError,
@@ -46,164 +41,9 @@ from cdrec.data.schema import (
 PathLike = str | os.PathLike[str]
 MixedIds = Literal["warn", "error"]
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _AMAZON_FIELDS = {"user": "reviewerID", "item": "asin", "rating": "overall",
                   "timestamp": "unixReviewTime"}
 _AMAZON_TEXT = "reviewText"
-
-
-# --------------------------------------------------------------------------------------------
-# Reading one file into a DataFrame whose ROW column numbers rows as the user sees them
-# --------------------------------------------------------------------------------------------
-
-def _compression(path: Path) -> Literal["gzip"] | None:
-    """``"gzip"`` or ``None``, from the file's first bytes; refuses missing and empty files."""
-    if not path.exists():
-        raise MissingFileError("file not found", path=str(path))
-    if path.is_dir():
-        raise DataError("is a directory, expected a file", path=str(path))
-    with open(path, "rb") as handle:
-        head = handle.read(2)
-    if not head:
-        raise DataError("the file is empty (0 bytes)", path=str(path))
-    if head == _GZIP_MAGIC:
-        return "gzip"
-    if path.suffix.lower() == ".gz":
-        raise DataError("not a gzip file: the name ends in .gz but the content does not start "
-                        "with the gzip signature", path=str(path))
-    return None
-
-
-def _unreadable(path: Path, exc: BaseException) -> DataError:
-    kind = "corrupt or truncated gzip data" if isinstance(
-        exc, (gzip.BadGzipFile, EOFError, zlib.error)) else type(exc).__name__
-    return DataError(f"cannot read the file ({kind}: {exc})", path=str(path))
-
-
-def _format_of(path: Path, sep: str | None) -> tuple[str, str | None]:
-    """(``"delimited"`` | ``"parquet"`` | ``"jsonl"``, separator) from the name's suffix."""
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    last = suffixes[-1] if suffixes else ""
-    if last in (".parquet", ".pq"):
-        return "parquet", None
-    if last in (".json", ".jsonl", ".ndjson"):
-        return "jsonl", None
-    if sep is not None:
-        return "delimited", sep
-    if last == ".csv":
-        return "delimited", ","
-    if last in (".tsv", ".tab"):
-        return "delimited", "\t"
-    raise DataError(f"cannot tell the format from the suffix {last or '(none)'!r}; use .csv, "
-                    f".tsv, .parquet or .json[l] (optionally .gz), or pass sep=", path=str(path))
-
-
-def _drop_blank(frame: pd.DataFrame) -> pd.DataFrame:
-    """Blank lines are not data: drop them after rows are numbered, so numbers stay right."""
-    data = frame.drop(columns=[ROW])
-    if data.shape[1] == 0:
-        return frame
-    blank = data.isna().all(axis=1).to_numpy()
-    return frame.loc[~blank].reset_index(drop=True) if blank.any() else frame
-
-
-def _read_delimited(path: Path, sep: str, header: bool) -> tuple[pd.DataFrame, str]:
-    compression = _compression(path)
-    try:
-        frame = pd.read_csv(path, sep=sep, header=0 if header else None, dtype=str,
-                            keep_default_na=False, na_values=[""], skip_blank_lines=False,
-                            compression=compression)
-    except pd.errors.EmptyDataError:
-        raise DataError("no data: the file holds no rows", path=str(path)) from None
-    except pd.errors.ParserError as exc:
-        match = re.search(r"line (\d+)", str(exc))
-        row = None if match is None else int(match.group(1)) - (1 if header else 0)
-        rows = ROWS_WITH_HEADER if header else ROWS_LINES
-        detail = " ".join(str(exc).split())
-        raise DataError(f"malformed line: {detail} ({rows})", path=str(path), row=row) from None
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-        raise _unreadable(path, exc) from None
-    if not isinstance(frame.index, pd.RangeIndex):
-        raise DataError("the data rows have more fields than the header names", path=str(path))
-    frame[ROW] = np.arange(1, len(frame) + 1)
-    return _drop_blank(frame), ROWS_WITH_HEADER if header else ROWS_LINES
-
-
-def _read_parquet(path: Path) -> tuple[pd.DataFrame, str]:
-    if not path.exists():
-        raise MissingFileError("file not found", path=str(path))
-    try:
-        frame = pd.read_parquet(path)
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise _unreadable(path, exc) from None
-    frame = frame.reset_index(drop=True)
-    frame[ROW] = np.arange(1, len(frame) + 1)
-    return frame, ROWS_TABLE
-
-
-def _read_jsonl(path: Path) -> tuple[pd.DataFrame, str]:
-    compression = _compression(path)
-    try:
-        if compression == "gzip":
-            with gzip.open(path, "rb") as handle:
-                raw = handle.read()
-        else:
-            raw = path.read_bytes()
-        text = raw.decode("utf-8")
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-        raise _unreadable(path, exc) from None
-    lines = pd.Series(text.split("\n"), dtype="string")
-    nonblank = (lines.str.strip().str.len() > 0).to_numpy()
-    if not nonblank.any():
-        raise DataError("no data: the file holds no JSON lines", path=str(path))
-    body = lines[nonblank]
-    try:
-        frame = pd.read_json(io.StringIO("\n".join(body.tolist())), lines=True, dtype=False)
-    except ValueError:
-        # Only on failure: find the first line that does not parse, to name it.
-        numbers = np.flatnonzero(nonblank) + 1
-        for number, line in zip(numbers, body.tolist(), strict=True):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"not valid JSON ({exc.msg}, character {exc.pos + 1}) "
-                                f"({ROWS_LINES})", path=str(path), row=int(number)) from None
-            if not isinstance(record, dict):
-                raise DataError(f"a JSON object was expected, got {type(record).__name__} "
-                                f"({ROWS_LINES})", path=str(path), row=int(number)) from None
-        raise DataError("cannot read the JSON lines", path=str(path)) from None
-    if len(frame) != int(nonblank.sum()):
-        raise DataError(f"read {len(frame)} records from {int(nonblank.sum())} lines; every "
-                        f"line must hold one JSON object", path=str(path))
-    frame[ROW] = np.flatnonzero(nonblank) + 1
-    return frame, ROWS_LINES
-
-
-def _read_file(path: Path, fmt: str, sep: str | None, header: bool) -> tuple[pd.DataFrame, str]:
-    if fmt == "parquet":
-        return _read_parquet(path)
-    if fmt == "jsonl":
-        return _read_jsonl(path)
-    assert sep is not None
-    return _read_delimited(path, sep, header)
-
-
-def _find_file(directory: Path, names: Sequence[str]) -> Path:
-    for name in names:
-        if (directory / name).is_file():
-            return directory / name
-    tried = " or ".join(names)
-    raise MissingFileError(f"file not found: looked for {tried}", path=str(directory / names[0]))
-
-
-def _check_field_count(frame: pd.DataFrame, expected: int, fields: str, path: Path) -> None:
-    """Headerless files: exactly ``expected`` fields per line (fewer is caught per column)."""
-    found = frame.shape[1] - 1
-    if found > expected:
-        raise DataError(f"expected {expected} fields per line ({fields}), found {found}",
-                        path=str(path), column=f"field {expected + 1}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,9 +179,9 @@ def read_douban(directory: PathLike, domains: Sequence[str] = ("book", "music"),
     columns = {"user": 0, "item": 1, "rating": 2, "timestamp": None}
     parts: dict[str, _Part] = {}
     for dom in domains:
-        path = _find_file(directory, [f"{dom}_ratings.tsv.gz", f"{dom}_ratings.tsv"])
-        frame, rows = _read_delimited(path, "\t", header=False)
-        _check_field_count(frame, 3, "user, item, rating", path)
+        path = find_file(directory, [f"{dom}_ratings.tsv.gz", f"{dom}_ratings.tsv"])
+        frame, rows = read_delimited(path, "\t", header=False)
+        check_field_count(frame, 3, "user, item, rating", path)
         train = validate_interactions(frame, columns, path=str(path), rows=rows,
                                       rating_scale=scale, header=False, domain=dom)
         parts[dom] = _Part(train, str(path), scale)
@@ -372,16 +212,16 @@ def read_amazon_implicit_pair(root: PathLike, a: str, b: str,
         if not directory.is_dir():
             raise MissingFileError(f"pair folder for domain {dom!r} not found",
                                    path=str(directory))
-        path = _find_file(directory, ["train.txt.gz", "train.txt"])
-        frame, rows = _read_delimited(path, "\t", header=False)
-        _check_field_count(frame, 3, "user, item, 1", path)
+        path = find_file(directory, ["train.txt.gz", "train.txt"])
+        frame, rows = read_delimited(path, "\t", header=False)
+        check_field_count(frame, 3, "user, item, 1", path)
         train = validate_interactions(frame, columns, path=str(path), rows=rows,
                                       rating_scale=None, header=False, domain=dom)
         part = _Part(train, str(path), None)
         if test_file is not None:
-            tpath = _find_file(directory, [f"{test_file}.txt.gz", f"{test_file}.txt"])
-            tframe, trows = _read_delimited(tpath, "\t", header=False)
-            _check_field_count(tframe, 3, "user, item, 1", tpath)
+            tpath = find_file(directory, [f"{test_file}.txt.gz", f"{test_file}.txt"])
+            tframe, trows = read_delimited(tpath, "\t", header=False)
+            check_field_count(tframe, 3, "user, item, 1", tpath)
             part.test = validate_interactions(tframe, columns, path=str(tpath), rows=trows,
                                               rating_scale=None, header=False, domain=dom)
             part.test_path, part.test_rows = str(tpath), trows
@@ -400,7 +240,8 @@ def read_table(path_or_paths: PathLike | Mapping[str, PathLike], *,
                domain: Hashable | None = None,
                rating_scale: tuple[float, float] | None = (1, 5),
                sep: str | None = None, header: bool = True,
-               name: str | None = None, mixed_ids: MixedIds = "warn") -> CrossDomainData:
+               name: str | None = None, mixed_ids: MixedIds = "warn",
+               features: FeaturesArg | None = None) -> CrossDomainData:
     """A generic CSV / TSV / Parquet / JSON-lines table (format by suffix, ``.gz`` allowed).
 
     Either one file with a domain column (``domain="colname"``; one domain per distinct value),
@@ -414,6 +255,12 @@ def read_table(path_or_paths: PathLike | Mapping[str, PathLike], *,
     Integers mixed with text (one ``"alice"`` among numbers) would silently make every id text
     and so change seeded splits: ``mixed_ids="warn"`` (default) reads them as text with a
     ``DataWarning`` naming the count and the first odd row, ``"error"`` raises a ``DataError``.
+
+    ``features`` maps domain names to their feature files, ``{"users": spec, "items": spec}``
+    (either optional; a spec is a :class:`cdrec.data.features.FeatureSpec` or a dict of its
+    keys), read after the interactions with :func:`cdrec.data.features.with_features`: user
+    features are rows of the shared user index, and one user file given for several domains is
+    read once and shared.
     """
     scale = None if rating is None else _check_scale(rating_scale)
     _check_mixed(mixed_ids)
@@ -427,8 +274,8 @@ def read_table(path_or_paths: PathLike | Mapping[str, PathLike], *,
         path = Path(path_or_paths)
         files = {path.name.split(".")[0]: path}
     for dom, path in files.items():
-        fmt, fsep = _format_of(path, sep)
-        frame, rows = _read_file(path, fmt, fsep, header)
+        fmt, fsep = format_of(path, sep)
+        frame, rows = read_file(path, fmt, fsep, header)
         has_header = header or fmt != "delimited"
         if domain is None:
             parts[dom] = _Part(validate_interactions(frame, columns, path=str(path), rows=rows,
@@ -451,8 +298,9 @@ def read_table(path_or_paths: PathLike | Mapping[str, PathLike], *,
     if domain is not None:
         provenance["domain_column"] = str(domain)
     default_name = next(iter(files)) if len(files) == 1 else "table"
-    return _assemble(parts, name=name or default_name, provenance=provenance,
+    data = _assemble(parts, name=name or default_name, provenance=provenance,
                      mixed_ids=mixed_ids)
+    return data if not features else with_features(data, features)
 
 
 def read_amazon_ratings_csv(files: Mapping[str, PathLike]) -> CrossDomainData:
@@ -463,8 +311,8 @@ def read_amazon_ratings_csv(files: Mapping[str, PathLike]) -> CrossDomainData:
     columns = {"user": 0, "item": 1, "rating": 2, "timestamp": 3}
     parts: dict[str, _Part] = {}
     for dom, path in _paths(files).items():
-        frame, rows = _read_delimited(path, ",", header=False)
-        _check_field_count(frame, 4, "user, item, rating, timestamp", path)
+        frame, rows = read_delimited(path, ",", header=False)
+        check_field_count(frame, 4, "user, item, rating, timestamp", path)
         train = validate_interactions(frame, columns, path=str(path), rows=rows,
                                       rating_scale=(1.0, 5.0), header=False, domain=dom)
         parts[dom] = _Part(train, str(path), (1.0, 5.0))
@@ -495,10 +343,10 @@ def read_amazon_reviews(files: Mapping[str, PathLike], keep_text: bool = False
     texts: dict[str, pd.Series] = {}
     keep = [_AMAZON_TEXT] if keep_text else []
     for dom, path in _paths(files).items():
-        fmt, sep = _format_of(path, None)
+        fmt, sep = format_of(path, None)
         if fmt == "parquet":
             raise DataError("Amazon review files are JSON lines or CSV", path=str(path))
-        frame, rows = _read_file(path, fmt, sep, header=True)
+        frame, rows = read_file(path, fmt, sep, header=True)
         if keep_text and _AMAZON_TEXT not in frame.columns:
             require_columns(frame, {**_AMAZON_FIELDS, "text": _AMAZON_TEXT}, path=str(path))
         train = validate_interactions(frame, _AMAZON_FIELDS, path=str(path), rows=rows,
@@ -530,7 +378,7 @@ def read_amazon_json(files: Mapping[str, PathLike], keep_text: bool = False
     Gzip or plain. Same result as :func:`read_amazon_reviews`, which also reads the CSV form.
     """
     for path in _paths(files).values():
-        if _format_of(path, None)[0] != "jsonl":
+        if format_of(path, None)[0] != "jsonl":
             raise DataError("read_amazon_json reads JSON lines (.json / .jsonl, optionally .gz); "
                             "use read_amazon_reviews for CSV review files", path=str(path))
     return read_amazon_reviews(files, keep_text=keep_text)

@@ -38,15 +38,8 @@ import numpy as np
 import pandas as pd
 
 from cdrec.data.dataset import CrossDomainData
-from cdrec.data.readers import (
-    PathLike,
-    _assemble,
-    _check_scale,
-    _compression,
-    _Part,
-    _read_delimited,
-    _unreadable,
-)
+from cdrec.data.files import detect_compression, read_delimited, unreadable
+from cdrec.data.readers import PathLike, _assemble, _check_scale, _Part
 from cdrec.data.schema import ROW, DataError, MissingFileError, check_ids, validate_interactions
 
 RECBOLE_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -111,7 +104,7 @@ def read_header(path: PathLike, field_separator: str = "\t") -> list[AtomicField
     """The fields of an atomic file's header line, checked: every entry ``name:type`` with a
     RecBole type, no name twice. Gzip'd files are read too."""
     path = Path(path)
-    gz = _compression(path) == "gzip"  # refuses missing, directory and 0-byte files
+    gz = detect_compression(path) == "gzip"  # refuses missing, directory and 0-byte files
     try:
         if gz:
             with gzip.open(path, "rb") as handle:
@@ -121,7 +114,7 @@ def read_header(path: PathLike, field_separator: str = "\t") -> list[AtomicField
                 raw = handle.readline()
         text = raw.decode("utf-8").rstrip("\r\n")
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
-        raise _unreadable(path, exc) from None
+        raise unreadable(path, exc) from None
     if not text.strip():
         raise _error("the header line is blank; a RecBole atomic file starts with a header of "
                      "name:type fields (e.g. user_id:token)", path, 1)
@@ -253,7 +246,7 @@ def _read_inter(path: Path, field_separator: str, *, user: str, item: str, ratin
     header = read_header(path, field_separator)
     fields = _fields(header, path, field_separator, user=user, item=item, rating=rating,
                      timestamp=timestamp, domain=domain)
-    frame, _ = _read_delimited(path, field_separator, header=True)
+    frame, _ = read_delimited(path, field_separator, header=True)
     frame[ROW] = frame[ROW] + 1  # data rows are counted from 1 there; the header is line 1 here
     for field in (fields.rating, fields.timestamp):
         if field is not None and field.numeric:

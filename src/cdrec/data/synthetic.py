@@ -19,11 +19,13 @@ dropped, so a data set has slightly fewer rows than asked for. Everything is vec
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
+from cdrec.data.features import FeatureTable
 
 RATINGS_PER_USER = 48
 RATINGS_PER_ITEM = 97
@@ -70,7 +72,8 @@ def skewed_two_domain(n_ratings: int, *, seed: int = 0, domains: tuple[str, str]
 def resample_users(data: CrossDomainData, factor: float, *, seed: int = 0) -> CrossDomainData:
     """A real data set grown ``factor`` times by drawing its users with replacement: each draw
     is a new user with all the drawn user's interactions in every domain (so overlap users stay
-    overlap users and each domain grows about ``factor`` times), items unchanged. For scale
+    overlap users and each domain grows about ``factor`` times), items unchanged; user feature
+    tables are copied with their users (given_test is dropped: it would name old users). For scale
     checks on real rating distributions; vectorised, no Python loop over users."""
     if factor <= 0:
         raise ValueError(f"factor must be positive, got {factor}")
@@ -78,6 +81,7 @@ def resample_users(data: CrossDomainData, factor: float, *, seed: int = 0) -> Cr
     n_new = max(1, round(data.n_users * factor))
     drawn = torch.randint(0, data.n_users, (n_new,), generator=gen)  # new user -> original
     domains = {}
+    copied: dict[int, FeatureTable] = {}
     for name, dom in data.domains.items():
         inter = dom.interactions
         order = torch.argsort(inter.user, stable=True)
@@ -90,8 +94,13 @@ def resample_users(data: CrossDomainData, factor: float, *, seed: int = 0) -> Cr
             torch.cumsum(taken, 0) - taken, taken)
         rows = order[torch.repeat_interleave(starts[drawn], taken) + offset]
         timestamp = None if inter.timestamp is None else inter.timestamp[rows]
-        domains[name] = dom.with_interactions(Interactions(
-            new_user, inter.item[rows], inter.rating[rows], timestamp))
+        users = dom.user_features
+        if users is not None:  # a table shared by several domains stays shared
+            if id(users) not in copied:
+                copied[id(users)] = users.select(drawn)
+            users = copied[id(users)]
+        domains[name] = replace(dom.with_interactions(Interactions(
+            new_user, inter.item[rows], inter.rating[rows], timestamp)), user_features=users)
     originals = np.asarray(data.user_ids, dtype=str)[drawn.numpy()]
     user_ids = np.char.add(np.char.add(originals, "#"), np.arange(n_new).astype(str))
     return CrossDomainData(user_ids=user_ids, domains=domains,

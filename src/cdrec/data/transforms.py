@@ -1,7 +1,8 @@
 """Transforms of ``CrossDomainData`` that return new data: k-core filtering, binarisation.
 
 Both work per domain on tensors (no Python loops over rows) and keep the shared user space as it
-is: a user filtered out of one domain keeps their index (and their rows in other domains).
+is: a user filtered out of one domain keeps their index (and their rows in other domains), so
+user feature tables stay as they are; item feature tables follow the items kept.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def _k_core_domain(dom: Domain, k: int) -> Domain:
                 stacklevel=3)
         given_test = given_test.select(in_core)
         given_test = replace(given_test, item=new_index[given_test.item])
-    return replace(dom, item_ids=item_ids, interactions=interactions, given_test=given_test)
+    item_features = None if dom.item_features is None else dom.item_features.select(present)
+    return replace(dom, item_ids=item_ids, interactions=interactions, given_test=given_test,
+                   item_features=item_features)
 
 
 def k_core(data: CrossDomainData, k: int, domains: Iterable[str] | None = None
@@ -71,7 +74,8 @@ def k_core(data: CrossDomainData, k: int, domains: Iterable[str] | None = None
     in it. Items left without rows are removed and the domain's items re-indexed in their
     previous order (``item_ids`` follows). Users keep their index in the shared space.
     ``given_test`` rows whose item left the core are dropped (with a ``DataWarning`` giving the
-    count); its users are kept.
+    count); its users are kept. ``item_features`` keep the rows of the items kept (not
+    re-standardised); ``user_features`` are unchanged.
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")

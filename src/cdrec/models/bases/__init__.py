@@ -15,6 +15,7 @@ from cdrec.models.bases.gmf import GMF
 from cdrec.models.bases.interface import BaseConfig, EmbeddingBase, FactorBase
 from cdrec.models.bases.listrank import ListRankMF
 from cdrec.models.bases.mf import BPR, MF, TGT, MFConfig
+from cdrec.models.bases.neumf import NeuMF, NeuMFBase, NeuMFConfig  # noqa: F401
 from cdrec.models.bases.pretrain import fit_base, new_base, pretrain_base, users_without_data
 from cdrec.models.bases.registry import BASES, base_class, register_base
 from cdrec.models.bases.single_domain import SingleDomain, merged_target_view

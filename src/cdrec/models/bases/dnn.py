@@ -42,9 +42,11 @@ class DNNConfig(BaseConfig):
         return [self.dim, *(self.hidden or [self.dim, self.dim])]
 
 
-def tower(sizes: list[int], generator: torch.Generator | None) -> MLP:
-    """A ReLU MLP whose weights and biases are drawn from ``generator``."""
-    mlp = MLP(sizes, activation=nn.ReLU)
+def tower(sizes: list[int], generator: torch.Generator | None, *,
+          output_activation: bool = False) -> MLP:
+    """A ReLU MLP whose weights and biases are drawn from ``generator`` (a ReLU after the last
+    layer too with ``output_activation``, as NeuMF's tower has)."""
+    mlp = MLP(sizes, activation=nn.ReLU, output_activation=output_activation)
     with torch.no_grad():
         for layer in mlp:
             if isinstance(layer, nn.Linear):

@@ -18,6 +18,8 @@ is p_u alone, the vector a mapping produces for a cold-start user.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -31,7 +33,7 @@ from cdrec.models.registry import register
 class GMFBase(FactorBase):
     """GMF: score h^T (p_u * q_i) (+ mu + b_i on ratings)."""
 
-    Config = BaseConfig
+    Config: ClassVar[type[BaseConfig]] = BaseConfig  # NeuMF's subclass sets its own
     global_mean: torch.Tensor  # buffer
 
     def __init__(self, n_users: int, n_items: int, config: BaseConfig, *, implicit: bool,
@@ -58,8 +60,13 @@ class GMFBase(FactorBase):
             out = out + (self.global_mean + self.item_bias[items])
         return out
 
+    def interaction(self, state: torch.Tensor, item_rows: torch.Tensor) -> torch.Tensor:
+        """phi(p_u, q_i) = p_u * q_i (Eq. 8), broadcast over the batch layouts of
+        ``score_with``; the vector that h weighs (NeuMF extends it with its MLP tower)."""
+        return state * item_rows
+
     def score_with(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        out = (state * self.item_factors(items) * self.h).sum(-1)
+        out = (self.interaction(state, self.item_factors(items)) * self.h).sum(-1)  # Eq. 9
         if not self.implicit:
             out = out + self.global_mean + self.rows(self.item_bias, items)
         return out

@@ -148,10 +148,17 @@ class FactorBase(EmbeddingBase):
                  generator: torch.Generator | None = None, init_std: float = 0.1,
                  user_factors: nn.Embedding | None = None) -> None:
         super().__init__(n_users, n_items, config, implicit=implicit, generator=generator)
-        self.user_factors = user_factors or init_table(n_users, config.dim, init_std, generator,
+        width = self.row_width(config)
+        self.user_factors = user_factors or init_table(n_users, width, init_std, generator,
                                                        sparse=config.sparse)
-        self.item_factors = init_table(n_items, config.dim, init_std, generator,
+        self.item_factors = init_table(n_items, width, init_std, generator,
                                        sparse=config.sparse)
+
+    @classmethod
+    def row_width(cls, config: BaseConfig) -> int:
+        """Width of a row of the user and item tables: ``dim`` (NeuMF's rows hold its GMF and
+        MLP embeddings side by side)."""
+        return config.dim
 
     def rows(self, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """``table[index]`` for a per-row parameter (a bias vector): sparse-gradient when the
@@ -172,7 +179,7 @@ class FactorBase(EmbeddingBase):
 
     @property
     def user_dim(self) -> int:
-        return self.config.dim
+        return self.row_width(self.config)
 
     def user_state(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_factors(users)

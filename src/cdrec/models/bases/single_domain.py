@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -21,19 +21,38 @@ from cdrec.split import Evaluator, TrainView
 from cdrec.train import FitContext
 
 
+def merge_domains(train: TrainView, order: Sequence[str]) -> tuple[TrainView, dict[str, int]]:
+    """The domains ``order`` of the train view as ONE domain named after the first, with one
+    user table: their items one after another, item ``i`` of domain ``d`` becoming item
+    ``offsets[d] + i`` (the first domain keeps its indices). Returns that view (the merged domain
+    its target, no source) and ``offsets``."""
+    if not order:
+        raise ValueError("merge_domains needs at least one domain")
+    offsets: dict[str, int] = {}
+    rows: Interactions | None = None
+    item_ids = []
+    n_items = 0
+    for name in order:
+        dom = train.data[name]
+        offsets[name], n_items = n_items, n_items + dom.n_items
+        x = dom.interactions
+        shifted = Interactions(x.user, x.item + offsets[name], x.rating, x.timestamp)
+        rows = shifted if rows is None else rows.concat(shifted)
+        item_ids.append(dom.item_ids.astype(object))
+    assert rows is not None
+    first = train.data[order[0]]
+    merged = replace(first.with_interactions(rows), item_ids=np.concatenate(item_ids))
+    view = TrainView(train.data.replace_domains({order[0]: merged}), train.scenario, None,
+                     order[0], train.implicit)
+    return view, offsets
+
+
 def merged_target_view(train: TrainView) -> TrainView:
     """The cold-start train view as ONE domain: target items first (their indices unchanged),
     then the source items, with one user table; TMCDR's single-domain baselines "consider both
     source and target domains as a single domain" (TMCDR Sec. 3.1, Baselines)."""
     source_name, target_name = train.transfer_domains()
-    source, target = train.data[source_name], train.data[target_name]
-    src = source.interactions
-    shifted = Interactions(src.user, src.item + target.n_items, src.rating, src.timestamp)
-    merged = target.with_interactions(target.interactions.concat(shifted))
-    merged = replace(merged, item_ids=np.concatenate([target.item_ids.astype(object),
-                                                      source.item_ids.astype(object)]))
-    return TrainView(train.data.replace_domains({target_name: merged}), train.scenario,
-                     None, target_name, train.implicit)
+    return merge_domains(train, [target_name, source_name])[0]
 
 
 class SingleDomain(Recommender):
