@@ -36,7 +36,7 @@ cdrec adapts, and why:
   that weight (the paper's joint loss supervises both outputs of a pair). The default is 0 here:
   drawing a partner for every rating makes a rating of a user's sparser domain the partner of all
   of their denser domain's ratings, so supervising partners over-weights those ratings (and on
-  the shipped Douban sample it does not help; ``docs/conet.md``). ``partner_weight > 0`` needs
+  the shipped Douban sample it hurts; ``docs/conet.md``). ``partner_weight > 0`` needs
   ratings: an implicit partner is always a positive, so its loss would have no negatives.
 - **Prediction.** Domain A's (u, i) needs a B-side input: the network of B is fed
   ``[p_u^B; mean of q_j^B over u's training items j in B]``, the mean of the inputs a training
