@@ -52,9 +52,12 @@ class DDTCDR(DualTransfer):
 
     Config = DDTCDRConfig  # type: ignore[assignment]  # the shared settings and alpha
     config: DDTCDRConfig
-    cross_form = "algorithm1"
     transient_attributes = frozenset({"stage_"})
     stage_: StageResult
+
+    @property
+    def cross_form(self) -> str:
+        return "algorithm1"  # the dual term RS_d'(X W_ud, W_id), as the authors' code has it
 
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
         cfg = self.config

@@ -81,7 +81,7 @@ class DML(DualTransfer):
     schedule_: list[StageResult]
 
     @property
-    def cross_form(self) -> str:  # type: ignore[override]
+    def cross_form(self) -> str:
         return self.config.cross
 
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:

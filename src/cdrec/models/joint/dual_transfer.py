@@ -8,6 +8,7 @@ is ambiguous and what is chosen.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -55,7 +56,6 @@ class RatingNetwork(nn.Module):
 
     def __init__(self, dim: int, hidden: Sequence[int], dropout: float, kind: str) -> None:
         super().__init__()
-        self.kind = kind
         self.attention = (nn.MultiheadAttention(dim, num_heads=1, batch_first=True)
                           if kind == "attention" else None)
         self.mlp = MLP([2 * dim, *hidden, 1], activation=nn.ReLU, dropout=dropout)
@@ -91,11 +91,15 @@ class DualTransfer(Recommender):
     Config = DualTransferConfig
     config: DualTransferConfig
     supports = frozenset({"kfold_rating"})
-    # How the cross term feeds a mapped user embedding to a recommender (DML ``cross``).
-    cross_form: str = "eq56"
     domains_: list[str]
     scales_: dict[str, list[float]]
     _trained_users: dict[str, torch.Tensor]
+
+    @property
+    @abstractmethod
+    def cross_form(self) -> str:
+        """How the cross term feeds a mapped user embedding to a recommender: ``eq56``,
+        ``algorithm1`` or ``transfer`` (DML's ``cross`` setting, its module docstring)."""
 
     # -- modules -----------------------------------------------------------------------------
 
