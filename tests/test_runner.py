@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -300,3 +301,48 @@ def test_every_shipped_config_validates_and_builds_its_models(path):
             build_model(name, **params)  # every setting is a valid one
         for label, space in cfg.tune.items():  # and so is each bound of each search space
             check_space(label, *cfg.model_params(label), space)
+
+
+def test_a_sweep_run_writes_its_summary_and_figure(tmp_path):
+    """`cdrec run` over a one-key sweep writes sweep.csv (each point's aggregate results) and
+    sweep.png; `cdrec plot-sweep` redraws it with a mark and rejects an unknown metric."""
+    config = yaml.safe_load((ROOT / "configs" / "kfold_douban_sample.yaml").read_text())
+    config["models"] = {"ItemMean": {}, "MF": {"epochs": 2}}
+    config["seeds"] = [0, 1]
+    config["output_dir"] = str(tmp_path / "runs")
+    config["sweep"] = {"models.MF.dim": [4, 16]}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(config))
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", str(path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    parent = tmp_path / "runs" / "kfold_douban_sample"
+    table = pd.read_csv(parent / "sweep.csv")
+    assert (parent / "sweep.png").stat().st_size > 1000
+    for dim in (4, 16):
+        point = json.loads((parent / f"dim={dim}" / "results.json").read_text())
+        row = table[(table["models.MF.dim"] == dim) & (table.model == "MF")
+                    & (table.metric == "RMSE")].iloc[0]
+        assert row["mean"] == pytest.approx(point["MF"]["RMSE"]["mean"])
+        assert row["seeds"] == 2
+    # the floor ignores MF's size: the same cell at both points
+    floor = table[(table.model == "ItemMean") & (table.metric == "RMSE")]["mean"]
+    assert floor.nunique() == 1
+    drawn = runner.invoke(app, ["plot-sweep", str(parent), "--metric", "RMSE",
+                                "--mark", "8=k(k-1)/2", "--out", str(tmp_path / "m.png")])
+    assert drawn.exit_code == 0, drawn.output
+    assert (tmp_path / "m.png").stat().st_size > 1000
+    bad = runner.invoke(app, ["plot-sweep", str(parent), "--metric", "AUC"])
+    assert bad.exit_code != 0 and "no metric ['AUC']" in bad.output
+
+
+def test_sweep_marks_sit_between_their_neighbours_on_a_log_scale():
+    from cdrec.report import _sweep_position
+
+    values = [0, 8, 16, 32, 64, 128, 256, "all"]
+    assert _sweep_position(values, 64) == pytest.approx(4.0)
+    assert 4.0 < _sweep_position(values, 120) < 5.0
+    assert _sweep_position(values, 120) == pytest.approx(
+        4 + (np.log1p(120) - np.log1p(64)) / (np.log1p(128) - np.log1p(64)))
+    with pytest.raises(ValueError, match="two numeric sweep values"):
+        _sweep_position(["a", "all"], 3)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -40,7 +40,7 @@ def run(
 ) -> None:
     """Train and evaluate every model of CONFIG for every seed; print the results table."""
     from cdrec import distributed
-    from cdrec.config import load_configs
+    from cdrec.config import load_sweep
     from cdrec.runner import run as run_config
 
     if nproc != 1:
@@ -65,14 +65,19 @@ def run(
     if quiet:
         extra.append("progress=false")
     try:
-        configs = load_configs(config, extra)
-        for cfg in configs:
+        configs = load_sweep(config, extra)
+        done = []
+        for point, cfg in configs:
             if len(configs) > 1:
                 typer.secho(f"== {cfg.name}", bold=True)
             out = run_config(cfg, resume=resume)
+            done.append((point, out["results"]))
             if distributed.is_main():
                 typer.echo(out["table"])
                 typer.echo(f"written to {out['dir']}/")
+        if len(configs) > 1 and distributed.is_main():
+            _write_sweep(Path(configs[0][1].output_dir) / configs[0][1].name.split("/")[0],
+                         done)
         distributed.shutdown()
     except USER_ERRORS as err:
         fail(err)
@@ -272,6 +277,75 @@ def datasets(
         if not data_dir.is_dir():
             fail(f"{data_dir} is not a directory")
         show(f"found in {data_dir}:", find_datasets(data_dir))
+
+
+def _write_sweep(parent: Path, done: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """A sweep's summary: ``sweep.csv`` (every point, model and metric) and, for a sweep over
+    one key, ``sweep.png`` of the test metrics against it, in the sweep's parent directory."""
+    from cdrec.report import plot_sweep, sweep_table
+
+    table = sweep_table(done)
+    parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(parent / "sweep.csv", index=False)
+    typer.echo(f"sweep summary written to {parent / 'sweep.csv'}")
+    keys = list(done[0][0])
+    if len(keys) == 1:
+        plot_sweep(table, keys[0], _test_metrics(table), parent / "sweep.png",
+                   title=parent.name)
+        typer.echo(f"sweep figure written to {parent / 'sweep.png'}")
+    else:
+        typer.echo(f"a sweep over {len(keys)} keys has no figure: draw one with "
+                   f"`cdrec plot-sweep {parent} --key KEY`")
+
+
+def _test_metrics(table: pd.DataFrame) -> list[str]:
+    """The unprefixed test metrics of a sweep table (not validation_*, not domain/...)."""
+    return [m for m in dict.fromkeys(table.metric)
+            if "/" not in m and not m.startswith("validation")]
+
+
+@app.command("plot-sweep")
+def plot_sweep_command(
+    sweep_dir: Annotated[Path, typer.Argument(help="a sweep's directory holding sweep.csv",
+                                              exists=True, file_okay=False)],
+    key: Annotated[str | None, typer.Option(help="the swept key on the x axis (default: the "
+                                            "only one)")] = None,
+    metrics: Annotated[list[str] | None, typer.Option("--metric", help="metrics to plot "
+                                                      "(default: the test metrics)")] = None,
+    models: Annotated[list[str] | None, typer.Option("--model", help="models to draw "
+                                                     "(default: all)")] = None,
+    marks: Annotated[list[str] | None, typer.Option("--mark", help=(
+        "VALUE=LABEL: a dashed line at a value of the key, e.g. 120='k(k-1)/2'"))] = None,
+    out: Annotated[Path | None, typer.Option(help="PNG path (default: SWEEP_DIR/sweep_KEY"
+                                             ".png)")] = None,
+) -> None:
+    """Test metrics against a swept setting, one line per model (DML Figs. 3-4)."""
+    from cdrec.report import SWEEP_COLUMNS, plot_sweep
+
+    import pandas as pd
+
+    if not (sweep_dir / "sweep.csv").exists():
+        fail(f"{sweep_dir} has no sweep.csv: `cdrec run` writes it after a config's sweep")
+    table = pd.read_csv(sweep_dir / "sweep.csv")
+    keys = [c for c in table.columns if c not in SWEEP_COLUMNS]
+    if key is None:
+        if len(keys) != 1:
+            fail(f"the sweep has keys {keys}: choose one with --key")
+        key = keys[0]
+    lines: dict[float, str] = {}
+    for mark in marks or []:
+        value, sep, label = mark.partition("=")
+        try:
+            lines[float(value)] = label if sep else value
+        except ValueError:
+            fail(f"--mark {mark!r} must be VALUE=LABEL with a numeric VALUE")
+    path = out or sweep_dir / f"sweep_{key.rsplit('.', 1)[-1]}.png"
+    try:
+        plot_sweep(table, key, metrics or _test_metrics(table), path, models=models,
+                   marks=lines, title=sweep_dir.name)
+    except ValueError as err:
+        fail(err)
+    typer.echo(f"written {path}")
 
 
 @app.command("plot-pairs")

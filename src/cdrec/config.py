@@ -222,6 +222,13 @@ def load_configs(path: str | Path, overrides: list[str] | None = None) -> list[R
     """One config per point of the file's optional ``sweep`` (``{dotted.key: [values]}``, the
     product of all lists; a key ``a.x,a.y`` with values ``[[x1, y1], ...]`` moves the keys
     together), each named ``<name>/<key>=<value>...`` so runs sit side by side."""
+    return [config for _, config in load_sweep(path, overrides)]
+
+
+def load_sweep(path: str | Path, overrides: list[str] | None = None
+               ) -> list[tuple[dict[str, Any], RunConfig]]:
+    """:func:`load_configs` with each config's sweep point, ``{dotted key: value}`` (empty for
+    a config without a sweep), for the sweep's summary table and figure."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file {path} does not exist")
@@ -244,10 +251,11 @@ def load_configs(path: str | Path, overrides: list[str] | None = None) -> list[R
     sweep = raw.pop("sweep", None) or {}
     if not isinstance(sweep, dict) or not all(isinstance(v, list) and v for v in sweep.values()):
         raise ValueError(f"invalid config {path}: sweep must map dotted keys to non-empty lists")
-    configs = []
+    configs: list[tuple[dict[str, Any], RunConfig]] = []
     for values in itertools.product(*sweep.values()):
         point = copy.deepcopy(raw)
         parts = []
+        assigned: dict[str, Any] = {}
         for key, value in zip(sweep, values, strict=True):
             keys = [k.strip() for k in key.split(",")]
             # "a.x,a.y": [[x1, y1], [x2, y2]] sweeps the keys together
@@ -256,12 +264,13 @@ def load_configs(path: str | Path, overrides: list[str] | None = None) -> list[R
                                      f"{len(keys)} values, got {value!r}")
             for k, v in zip(keys, value if len(keys) > 1 else [value], strict=True):
                 set_dotted(point, k, v)
+                assigned[k] = v
                 shown = "+".join(map(str, v)) if isinstance(v, list) else v
                 parts.append(f"{k.rsplit('.', 1)[-1]}={shown}")
         if parts:
             point["name"] = f"{point.get('name', 'run')}/{','.join(parts)}"
         try:
-            configs.append(RunConfig.model_validate(point))
+            configs.append((assigned, RunConfig.model_validate(point)))
         except ValidationError as err:
             raise ValueError("\n".join(f"{path}: {line}"
                                        for line in describe_errors(err, RunConfig))) from None

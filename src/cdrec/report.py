@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from cdrec.metrics import higher_is_better
@@ -229,3 +230,87 @@ def plot_pairs(results: dict[str, dict[str, dict[str, Any]]], metrics: list[str]
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def sweep_table(points: list[tuple[dict[str, Any], dict[str, dict[str, dict[str, Any]]]]]
+                ) -> pd.DataFrame:
+    """One row per (sweep point, model, metric): the swept keys' values, ``model``,
+    ``metric``, ``mean``, ``std`` and ``seeds`` (from each point's :func:`aggregate` results)."""
+    rows = []
+    for point, results in points:
+        for model, metrics in results.items():
+            for metric, stats in metrics.items():
+                rows.append({**{key: _shown(value) for key, value in point.items()},
+                             "model": model, "metric": metric, "mean": stats["mean"],
+                             "std": stats["std"], "seeds": len(stats["per_seed"])})
+    return pd.DataFrame(rows)
+
+
+def _shown(value: Any) -> Any:
+    """A sweep value as a table cell: null is ``all`` (a null limit means no limit)."""
+    if value is None:
+        return "all"
+    return "+".join(map(str, value)) if isinstance(value, list) else value
+
+
+def plot_sweep(table: pd.DataFrame, key: str, metrics: list[str], path: Path, *,
+               models: list[str] | None = None, marks: dict[float, str] | None = None,
+               title: str = "") -> None:
+    """Metric (mean ± std over seeds) against the swept ``key``, one line per model and one
+    panel per metric (DML's Figures 3-4). The values sit at even steps in sweep order (a
+    non-numeric value such as ``all`` has no place on a numeric axis); ``marks`` draws a
+    dashed line at a numeric value, placed between its neighbours on a log scale."""
+    if key not in table.columns:
+        raise ValueError(f"the sweep has no key {key!r}; its keys: "
+                         f"{[c for c in table.columns if c not in SWEEP_COLUMNS]}")
+    missing = [m for m in metrics if m not in set(table.metric)]
+    if missing:
+        raise ValueError(f"the sweep has no metric {missing}; its metrics: "
+                         f"{sorted(set(table.metric))}")
+    table = table.assign(**{key: table[key].map(_as_number)})  # a CSV reads 8 and all as text
+    values = list(dict.fromkeys(table[key]))
+    models = models or list(dict.fromkeys(table.model))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        rows = table[table.metric == metric]
+        for model in models:
+            g = rows[rows.model == model].set_index(key).reindex(values)
+            ax.errorbar(range(len(values)), g["mean"], yerr=g["std"], marker="o", capsize=3,
+                        label=model)
+        for value, label in (marks or {}).items():
+            ax.axvline(_sweep_position(values, value), ls="--", color="grey")
+            ax.text(_sweep_position(values, value), 1.0, f" {label}", color="grey",
+                    transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+        ax.set_xticks(range(len(values)), [str(v) for v in values])
+        ax.set(title=metric, xlabel=key.rsplit(".", 1)[-1])
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+SWEEP_COLUMNS = frozenset({"model", "metric", "mean", "std", "seeds"})
+
+
+def _as_number(value: Any) -> Any:
+    """``value`` as an int or float where it is one written as text, else unchanged."""
+    if isinstance(value, str):
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    return value
+
+
+def _sweep_position(values: list[Any], mark: float) -> float:
+    """Where ``mark`` falls on an axis of ``values`` at positions 0, 1, ...: interpolated in
+    log(1 + x) between the numeric values around it (clamped to the numeric range)."""
+    numeric = [(i, float(v)) for i, v in enumerate(values)
+               if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numeric) < 2:
+        raise ValueError(f"a mark needs at least two numeric sweep values, got {values}")
+    positions, xs = zip(*sorted(numeric, key=lambda p: p[1]), strict=True)
+    return float(np.interp(np.log1p(mark), np.log1p(xs), positions))
