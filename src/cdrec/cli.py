@@ -320,9 +320,9 @@ def plot_sweep_command(
                                              ".png)")] = None,
 ) -> None:
     """Test metrics against a swept setting, one line per model (DML Figs. 3-4)."""
-    from cdrec.report import SWEEP_COLUMNS, plot_sweep
-
     import pandas as pd
+
+    from cdrec.report import SWEEP_COLUMNS, plot_sweep
 
     if not (sweep_dir / "sweep.csv").exists():
         fail(f"{sweep_dir} has no sweep.csv: `cdrec run` writes it after a config's sweep")
