@@ -396,3 +396,17 @@ def test_domain_positional_fields_are_unchanged():
     # Readers and tests build Domain positionally: the new fields come last, default None.
     dom = Domain("d", np.arange(2), Interactions.empty(), (1.0, 5.0), None)
     assert dom.user_features is None and dom.item_features is None
+
+
+def test_merging_domains_with_item_features_drops_the_tables(douban_sample, tmp_path):
+    """NCF-joint and the cold-start single-domain baselines merge domains into one; Book's item
+    table has Book's rows only, so the merged domain (read by id-only bases) carries none."""
+    from cdrec.models.bases.single_domain import merge_domains
+
+    data = douban_with_features(douban_sample, tmp_path)
+    split = build_scenario("kfold_rating", {"k": 5}).split(data, 0)
+    merged, offsets = merge_domains(split.train, ["book", "music"])
+    one = merged.data["book"]
+    assert one.n_items == data["book"].n_items + data["music"].n_items
+    assert one.item_features is None and one.user_features is None
+    assert offsets == {"book": 0, "music": data["book"].n_items}

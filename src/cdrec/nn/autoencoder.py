@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from cdrec.nn.layers import MLP
 
@@ -45,11 +44,13 @@ class SparseRows:
         return self.shape[1]
 
     def nonempty(self) -> torch.Tensor:
-        """Ids of the rows with at least one nonzero entry."""
+        """Ids of the rows with at least one stored entry."""
         return torch.nonzero(self.offsets[1:] > self.offsets[:-1]).flatten()
 
-    def dense(self, rows: torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
-        """``matrix[rows]`` as a dense ``[len(rows), n_columns]`` tensor (vectorised gather)."""
+    def dense(self, rows: torch.Tensor, device: torch.device | None = None, *,
+              pattern: bool = False) -> torch.Tensor:
+        """``matrix[rows]`` as a dense ``[len(rows), n_columns]`` tensor (vectorised gather);
+        ``pattern=True`` gives 1 at every stored entry instead (a stored zero included)."""
         rows = rows.cpu().long()
         starts = self.offsets[rows]
         counts = self.offsets[rows + 1] - starts
@@ -59,7 +60,7 @@ class SparseRows:
         entry = starts.repeat_interleave(counts) + torch.arange(int(counts.sum())) \
             - first.repeat_interleave(counts)
         out = torch.zeros(rows.numel(), self.n_columns)
-        out[slot, self.column[entry]] = self.value[entry]
+        out[slot, self.column[entry]] = 1.0 if pattern else self.value[entry]
         return out if device is None else out.to(device)
 
 
@@ -93,12 +94,16 @@ class FeatureAutoencoder(nn.Module):
         """The embedding of each row of ``x``, inside the unit ball."""
         return unit_ball(self._moments(x)[0])
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean squared reconstruction error over the entries (Eq. 2), plus the VAE's KL term."""
+    def loss(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean squared reconstruction error over the entries (Eq. 2), each entry weighted by
+        ``weight`` when given (same shape as ``x``), plus the VAE's KL term."""
         mean, log_var = self._moments(x)
         if log_var is None:
-            return F.mse_loss(self.decoder(unit_ball(mean)), x)
-        z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
-        kl = -0.5 * (1 + log_var - mean.pow(2) - log_var.exp()).sum(dim=1).mean()
+            z, kl = mean, None
+        else:
+            z = mean + torch.randn_like(mean) * (0.5 * log_var).exp()
+            kl = -0.5 * (1 + log_var - mean.pow(2) - log_var.exp()).sum(dim=1).mean()
+        error = (self.decoder(unit_ball(z)) - x).pow(2)
+        loss = (error if weight is None else error * weight).mean()
         # The KL term is per row, the reconstruction per entry: scale KL to the entries.
-        return F.mse_loss(self.decoder(unit_ball(z)), x) + self.kl_weight * kl / x.shape[1]
+        return loss if kl is None else loss + self.kl_weight * kl / x.shape[1]

@@ -25,7 +25,8 @@ def merge_domains(train: TrainView, order: Sequence[str]) -> tuple[TrainView, di
     """The domains ``order`` of the train view as ONE domain named after the first, with one
     user table: their items one after another, item ``i`` of domain ``d`` becoming item
     ``offsets[d] + i`` (the first domain keeps its indices). Returns that view (the merged domain
-    its target, no source) and ``offsets``."""
+    its target, no source) and ``offsets``. The merged domain has no feature tables: the bases
+    trained on it read ids only, and items of different domains share no feature columns."""
     if not order:
         raise ValueError("merge_domains needs at least one domain")
     offsets: dict[str, int] = {}
@@ -41,7 +42,8 @@ def merge_domains(train: TrainView, order: Sequence[str]) -> tuple[TrainView, di
         item_ids.append(dom.item_ids.astype(object))
     assert rows is not None
     first = train.data[order[0]]
-    merged = replace(first.with_interactions(rows), item_ids=np.concatenate(item_ids))
+    merged = replace(first, interactions=rows, item_ids=np.concatenate(item_ids),
+                     given_test=None, item_features=None, user_features=None)
     view = TrainView(train.data.replace_domains({order[0]: merged}), train.scenario, None,
                      order[0], train.implicit)
     return view, offsets

@@ -169,11 +169,14 @@ class DualTransfer(Recommender):
         else:
             for d in domains:  # Representation stage, Eq. 2
                 for entity, table in (("user", self._users(d)), ("item", self._items(d))):
-                    features = entity_features(data[d], data.n_users,
-                                               cast(Entity, entity), cfg.features)
-                    assert features is not None
-                    weights = fit_embeddings(features, cfg.dim, cfg.autoencoder,
-                                             context=context, stage=f"autoencoder_{entity}_{d}")
+                    found = entity_features(data[d], data.n_users, cast(Entity, entity),
+                                            cfg.features)
+                    assert found is not None
+                    features, interactions = found
+                    weights = fit_embeddings(
+                        features, cfg.dim, cfg.autoencoder, context=context,
+                        stage=f"autoencoder_{entity}_{d}",
+                        observed_weight=cfg.autoencoder.observed_weight if interactions else 1.0)
                     with torch.no_grad():
                         table.weight.copy_(weights)
         self.to(context.device)

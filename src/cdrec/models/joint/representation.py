@@ -6,9 +6,14 @@ Feature vectors, per domain and entity (``features`` setting):
 * ``table``: the domain's user or item feature table (``Domain.user_features`` /
   ``item_features``, one-hot categorical and standardised numeric columns);
 * ``interactions``: the entity's interaction vector in its domain, from the training ratings only
-  (a user's row over the domain's items, an item's column over the users), each rating divided by
-  the top of the scale and the vector scaled to unit L2 norm, so a heavy user's vector is not
-  larger than a light one's (cdrec's reading of "feature vector" for data without features);
+  (a user's row over the domain's items, an item's column over the users), each rating centred
+  on the domain's mean training rating and divided by the width of the scale, so a liked item is
+  positive, a disliked one negative and an unrated one 0 (cdrec's reading of "feature vector"
+  for data without features; implicit feedback is 1). Its autoencoder weighs a rated entry
+  ``observed_weight`` times an unrated one in Eq. 2: with plain MSE over a vector that is >99%
+  zeros the autoencoder learns to output zeros and its codes carry next to nothing (on Douban
+  Book, fold 0, 20 epochs: the item codes had rank 9 of 16 and explained R² = 0.006 of the item
+  mean rating by a linear fit; centred values with weight 50: rank 15, R² = 0.52);
 * ``auto``: ``table`` where the domain has that table, else ``interactions``;
 * ``ids``: no feature vector; the model learns the embeddings from ids (DML Table 9).
 
@@ -44,24 +49,31 @@ class AutoencoderConfig(TrainingConfig):
     kind: Literal["ae", "vae"] = Field("ae", description=(
         "autoencoder: plain (the paper's default) or variational (Table 11)"))
     kl_weight: float = Field(1.0, ge=0, description="weight of the VAE's KL term")
+    observed_weight: float = Field(50.0, gt=0, description=(
+        "weight of a rated entry of an interaction vector in the reconstruction loss (an "
+        "unrated entry weighs 1; feature tables weigh every entry 1): see the module docstring"))
 
 
 def interaction_features(dom: Domain, n_users: int, entity: Entity) -> SparseRows:
     """Each user's (``entity="user"``, ``[n_users, n_items]``) or item's (``[n_items, n_users]``)
-    normalised interaction vector from ``dom``'s interactions; duplicate rows of a pair are
-    averaged. Implicit feedback counts as rating 1."""
+    interaction vector from ``dom``'s interactions: ``(r - mean) / (top - bottom)`` with the
+    domain's mean rating (module docstring); duplicate rows of a pair are averaged. Implicit
+    feedback is 1. Every rated pair is a stored entry, even where its value is 0."""
     inter = dom.interactions
-    top = 1.0 if dom.rating_scale is None else float(dom.rating_scale[1])
     keys, inverse = torch.unique(pair_keys(inter.user, inter.item, dom.n_items),
                                  return_inverse=True)
-    total = torch.zeros(keys.numel()).index_add_(0, inverse, inter.rating.float() / top)
+    total = torch.zeros(keys.numel()).index_add_(0, inverse, inter.rating.float())
     count = torch.zeros(keys.numel()).index_add_(0, inverse, torch.ones(len(inter)))
     value = total / count
+    if dom.rating_scale is None:
+        value = torch.ones_like(value)
+    else:
+        bottom, top = map(float, dom.rating_scale)
+        value = (value - inter.rating.float().mean()) / (top - bottom)
     user, item = keys // dom.n_items, keys % dom.n_items
     row, column, shape = ((user, item, (n_users, dom.n_items)) if entity == "user"
                           else (item, user, (dom.n_items, n_users)))
-    norm = torch.zeros(shape[0]).index_add_(0, row, value.pow(2)).sqrt()
-    return SparseRows(row, column, value / norm[row], shape)
+    return SparseRows(row, column, value, shape)
 
 
 def table_features(dom: Domain, entity: Entity) -> SparseRows | None:
@@ -71,25 +83,27 @@ def table_features(dom: Domain, entity: Entity) -> SparseRows | None:
 
 
 def entity_features(dom: Domain, n_users: int, entity: Entity, source: FeatureSource
-                    ) -> SparseRows | None:
-    """The feature vectors the representation stage encodes (see the module docstring);
-    ``None`` for ``source="ids"``."""
+                    ) -> tuple[SparseRows, bool] | None:
+    """The feature vectors the representation stage encodes (see the module docstring) and
+    whether they are interaction vectors; ``None`` for ``source="ids"``."""
     if source == "ids":
         return None
     if source in ("table", "auto"):
         table = table_features(dom, entity)
         if table is not None:
-            return table
+            return table, False
         if source == "table":
             raise ValueError(f"features: table, but domain {dom.name!r} has no {entity} feature "
                              "table; give one in the data config or use features: auto")
-    return interaction_features(dom, n_users, entity)
+    return interaction_features(dom, n_users, entity), True
 
 
 def fit_embeddings(features: SparseRows, dim: int, cfg: AutoencoderConfig, *,
-                   context: FitContext, stage: str) -> torch.Tensor:
-    """Train an autoencoder on ``features``' nonempty rows (Eq. 2) and return every row's
-    embedding ``[n_rows, dim]`` (empty rows are encoded from the zero vector)."""
+                   context: FitContext, stage: str, observed_weight: float = 1.0
+                   ) -> torch.Tensor:
+    """Train an autoencoder on ``features``' nonempty rows (Eq. 2; a stored entry weighs
+    ``observed_weight``, an absent one 1) and return every row's embedding ``[n_rows, dim]``
+    (empty rows are encoded from the zero vector)."""
     device = context.device
     ae = FeatureAutoencoder(features.n_columns, list(cfg.hidden), dim,
                             variational=cfg.kind == "vae", kl_weight=cfg.kl_weight).to(device)
@@ -98,7 +112,11 @@ def fit_embeddings(features: SparseRows, dim: int, cfg: AutoencoderConfig, *,
         raise ValueError(f"{stage}: every feature vector is empty")
 
     def loss(batch: Sequence[torch.Tensor]) -> torch.Tensor:
-        return ae.loss(features.dense(batch[0], device))
+        x = features.dense(batch[0], device)
+        if observed_weight == 1.0:
+            return ae.loss(x)
+        stored = features.dense(batch[0], device, pattern=True)
+        return ae.loss(x, 1.0 + (observed_weight - 1.0) * stored)
 
     fit_stage(ae, loss, lambda gen: [rows], cfg, context=context, stage=stage)
     with torch.no_grad():
