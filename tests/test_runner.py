@@ -346,3 +346,21 @@ def test_sweep_marks_sit_between_their_neighbours_on_a_log_scale():
         4 + (np.log1p(120) - np.log1p(64)) / (np.log1p(128) - np.log1p(64)))
     with pytest.raises(ValueError, match="two numeric sweep values"):
         _sweep_position(["a", "all"], 3)
+
+
+def test_a_stage_schedule_draws_one_curve_per_stage_across_its_rounds(tmp_path):
+    from cdrec.report import plot_curves, schedule_curves
+
+    rows = []
+    for r in (1, 2, 3):
+        for stage in ("in_domain", "mapping"):
+            rows += [{"model": "DML", "seed": 0, "stage": f"{stage}@{r}", "epoch": e,
+                      "train_loss": 1.0 / (r + e)} for e in (1, 2)]
+        rows.append({"model": "DML", "seed": 0, "stage": "dual_loop", "epoch": r,
+                     "train_loss": 1.0 / r, "val_RMSE": 0.9})
+    curves = schedule_curves(pd.DataFrame(rows))
+    assert sorted(set(curves.stage)) == ["dual_loop", "in_domain", "mapping"]
+    assert curves[curves.stage == "in_domain"].epoch.tolist() == [1, 2, 3, 4, 5, 6]
+    assert curves[curves.stage == "dual_loop"].epoch.tolist() == [1, 2, 3]
+    plot_curves(pd.DataFrame(rows), tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 1000

@@ -160,11 +160,24 @@ def write_markdown(path: Path, name: str, results: dict[str, Any], signif: dict[
     return table
 
 
+def schedule_curves(history: pd.DataFrame) -> pd.DataFrame:
+    """``history`` with the per-round stages of a schedule (``in_domain@3``) renamed to their
+    stage (``in_domain``) and ``epoch`` counted across the rounds, in row order."""
+    h = history.copy()
+    scheduled = h.stage.str.fullmatch(r".+@\d+")
+    if scheduled.any():
+        h.loc[scheduled, "stage"] = h.loc[scheduled, "stage"].str.rsplit("@", n=1).str[0]
+        h.loc[scheduled, "epoch"] = h[scheduled].groupby(["model", "seed", "stage"]).cumcount() + 1
+    return h
+
+
 def plot_curves(history: pd.DataFrame, path: Path) -> None:
     """Training loss per stage, and the validation metric where one drives early stopping,
-    for the first seed of every model."""
+    for the first seed of every model. The rounds of a stage schedule (stages named
+    ``stage@round`` by :func:`cdrec.train.run_schedule`) are one line per stage, its epochs
+    counted across the rounds (DML's Figure 6)."""
     seed = history["seed"].min()
-    h = history[history.seed == seed]
+    h = schedule_curves(history[history.seed == seed])
     val_cols = [c for c in h.columns if c.startswith("val_")]
     fig, axes = plt.subplots(1, 1 + bool(val_cols), figsize=(12 if val_cols else 6, 4.5),
                              squeeze=False)
