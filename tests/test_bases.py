@@ -19,8 +19,8 @@ from cdrec.train import FitContext
 
 NEW = ["ListRankMF", "CML", "GMF", "DNN"]
 ALL = ["MF", "BPR", *NEW]
-IMPLICIT_ONLY = ["BPR", "ListRankMF", "CML"]
-EXPLICIT_OK = ["MF", "GMF", "DNN"]
+IMPLICIT_ONLY = ["BPR", "ListRankMF"]
+EXPLICIT_OK = ["MF", "GMF", "DNN", "CML"]  # CML on ratings: Metric Factorization
 CASES = [(name, True) for name in ALL] + [(name, False) for name in EXPLICIT_OK]
 
 

@@ -12,15 +12,16 @@ from torch import nn
 
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.models import build_model
+from cdrec.models.bases.registry import base_class
 from cdrec.models.coldstart.dcdcsr import benchmark_weights, sparsity_degrees  # registers DCDCSR
-from cdrec.models.coldstart.sscdr import unsupervised_term  # registers SSCDR
+from cdrec.models.coldstart.sscdr import item_points, unsupervised_term  # registers SSCDR
 from cdrec.scenarios.coldstart import ColdStartUsers
 from cdrec.split import TrainView
 from cdrec.stats import align_per_user, paired_tests
 from cdrec.train import FitContext
 
 QUICK = {"epochs": 40, "batch_size": 2048, "lr": 0.01}
-# SSCDR needs users and items in one space; on ratings CML cannot train, so plain MF (p.q).
+# SSCDR needs users and items in one space; on ratings here plain MF (p.q), as in sscdr.py.
 CASES = {
     "CST": {"base_config": QUICK},
     "DCDCSR": {"base_config": QUICK},
@@ -55,8 +56,10 @@ def test_beats_target_only_on_shared_taste(split, tgt, name):
 
 
 def test_sscdr_needs_a_metric_space(split):
-    with pytest.raises(ValueError, match="implicit"):  # default CML base: ranking only
-        fit("SSCDR", split)
+    # The default CML base predicts ratings too (Metric Factorization): its item rows
+    # [v_i, b_i] are as wide as its user states [u, b_u].
+    cml = base_class("CML")(3, 4, base_class("CML").Config(dim=2), implicit=False)
+    assert item_points(cml, torch.tensor([0, 3])).shape == (2, cml.user_dim)
     with pytest.raises(TypeError, match="one space"):  # biased MF: [p_u, b_u] vs q_i
         fit("SSCDR", split, base="MF")
 

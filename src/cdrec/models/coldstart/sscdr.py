@@ -34,13 +34,15 @@ starts near 4 m = 2, so lambda = 0.1 keeps L_U from swamping L_S; on the Douban 
 book -> music, lambda in [0, 0.1] was within seed noise and 0.3 or more lowered AUC), and
 EMCDR's optimiser settings (Adam, lr 0.005) with 1024 triples per step.
 
-The unsupervised term needs items as points of the users' space. CML has that; MF with
-``use_bias=false`` has it by shape (p_u and q_i are both ``dim`` long), which is how SSCDR runs
-on explicit ratings, where CML (a ranking model) cannot train: every rated item then counts as
-an interaction. There the hinge and the item centre have no metric meaning (p.q is not a
-distance): on ``make_transfer_data`` both lower the result (cold-user RMSE 0.573 with lambda =
-alpha = 0, 0.676 with the defaults; 3 seeds), so on ratings SSCDR is best read as EMCDR over plain
-MF. MF with biases has no such space and is refused with a clear error.
+The unsupervised term needs items as points of the users' space. CML has that, on implicit
+feedback and on ratings (where it is Metric Factorization: user rows [u, b_u] and item rows
+[v_i, b_i] are equally wide, so the bias column is mapped with the point). MF with
+``use_bias=false`` has it by shape (p_u and q_i are both ``dim`` long); the explicit Douban
+configs run SSCDR that way, since they were measured before CML could train on ratings: every
+rated item then counts as an interaction. There the hinge and the item centre have no metric
+meaning (p.q is not a distance): on ``make_transfer_data`` both lower the result (cold-user RMSE
+0.573 with lambda = alpha = 0, 0.676 with the defaults; 3 seeds), so over plain MF SSCDR is best
+read as EMCDR. MF with biases has no such space and is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -83,8 +85,8 @@ def item_points(base: EmbeddingBase, items: torch.Tensor) -> torch.Tensor:
         return table(items)
     raise TypeError(
         f"SSCDR needs users and items in one space; base {type(base).__name__} has user states "
-        f"of size {base.user_dim} and no item table of that size. Use base CML (implicit "
-        "feedback) or MF with base_config use_bias: false")
+        f"of size {base.user_dim} and no item table of that size. Use base CML or MF with "
+        "base_config use_bias: false")
 
 
 def unsupervised_term(user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
