@@ -160,8 +160,7 @@ def test_cml_beats_item_mean_on_the_douban_sample(douban_fold0):
                                      FitContext(seed=0, progress=False))
 
     cml, floor = (douban_fold0.test.evaluate(fitted(name)) for name in ("CML", "ItemMean"))
-    # Measured: CML 0.8441 / 0.6709, ItemMean 0.8665 / 0.6903 (RMSE / MAE); with the unit ball
-    # (radius 1) CML gets 0.8742 and fails this test.
+    # Measured: CML 0.8441 / 0.6709, ItemMean 0.8665 / 0.6903 (RMSE / MAE).
     assert cml["RMSE"] < floor["RMSE"] - 0.01, (cml, floor)
     assert cml["MAE"] < floor["MAE"], (cml, floor)
     for domain in ("book", "music"):

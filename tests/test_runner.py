@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from cdrec.cli import app
 from cdrec.config import load_config, load_configs
+from cdrec.report import axis_key, evaluation_metrics
 from cdrec.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -334,6 +335,44 @@ def test_a_sweep_run_writes_its_summary_and_figure(tmp_path):
     assert (tmp_path / "m.png").stat().st_size > 1000
     bad = runner.invoke(app, ["plot-sweep", str(parent), "--metric", "AUC"])
     assert bad.exit_code != 0 and "no metric ['AUC']" in bad.output
+    # the default figure's panels are the evaluator's metrics, not the runner's costs
+    assert "fit_seconds" in set(table.metric) and "chosen_epoch" in set(table.metric)
+    assert sorted(evaluation_metrics(table)) == ["MAE", "Precision@5", "RMSE", "Recall@5"]
+
+
+def sweep_rows(points: dict[tuple[int, float], float]) -> pd.DataFrame:
+    """A sweep.csv over dim x lr: one RMSE row and one fit_seconds row per point."""
+    rows = []
+    for (dim, lr), rmse in points.items():
+        for metric, mean in (("RMSE", rmse), ("fit_seconds", 10.0)):
+            rows.append({"models.MF.dim": dim, "models.MF.lr": lr, "model": "MF",
+                         "metric": metric, "mean": mean, "std": 0.01, "seeds": 2})
+    return pd.DataFrame(rows)
+
+
+def test_plot_sweep_over_a_product_of_keys_asks_for_the_other_keys(tmp_path):
+    grid = {(4, 0.1): 0.9, (4, 0.01): 0.88, (16, 0.1): 0.87, (16, 0.01): 0.86}
+    sweep_rows(grid).to_csv(tmp_path / "sweep.csv", index=False)
+    assert axis_key(sweep_rows(grid)) is None
+    runner = CliRunner()
+    plain = runner.invoke(app, ["plot-sweep", str(tmp_path)])
+    assert plain.exit_code != 0 and "--where" in plain.output
+    keyed = runner.invoke(app, ["plot-sweep", str(tmp_path), "--key", "models.MF.dim"])
+    assert keyed.exit_code != 0 and "['models.MF.lr'] vary" in keyed.output
+    drawn = runner.invoke(app, ["plot-sweep", str(tmp_path), "--key", "models.MF.dim",
+                                "--where", "models.MF.lr=0.01", "--out", str(tmp_path / "d.png")])
+    assert drawn.exit_code == 0, drawn.output
+    assert (tmp_path / "d.png").stat().st_size > 1000
+    unknown = runner.invoke(app, ["plot-sweep", str(tmp_path), "--key", "models.MF.dim",
+                                  "--where", "models.MF.lr=0.5"])
+    assert unknown.exit_code != 0 and "takes the values ['0.01', '0.1']" in unknown.output
+    # a paired sweep (dim and lr together): either key alone fixes a point
+    paired = sweep_rows({(4, 0.1): 0.9, (16, 0.01): 0.86})
+    assert axis_key(paired) == "models.MF.dim"
+    (tmp_path / "bad").mkdir()
+    paired.drop(columns="metric").to_csv(tmp_path / "bad" / "sweep.csv", index=False)
+    bad = runner.invoke(app, ["plot-sweep", str(tmp_path / "bad")])
+    assert bad.exit_code != 0 and "no column(s) ['metric']" in bad.output
 
 
 def test_sweep_marks_sit_between_their_neighbours_on_a_log_scale():

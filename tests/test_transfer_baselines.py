@@ -14,7 +14,11 @@ from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.models import build_model
 from cdrec.models.bases.registry import base_class
 from cdrec.models.coldstart.dcdcsr import benchmark_weights, sparsity_degrees  # registers DCDCSR
-from cdrec.models.coldstart.sscdr import item_points, unsupervised_term  # registers SSCDR
+from cdrec.models.coldstart.sscdr import (  # registers SSCDR
+    item_points,
+    point_width,
+    unsupervised_term,
+)
 from cdrec.scenarios.coldstart import ColdStartUsers
 from cdrec.split import TrainView
 from cdrec.stats import align_per_user, paired_tests
@@ -56,10 +60,14 @@ def test_beats_target_only_on_shared_taste(split, tgt, name):
 
 
 def test_sscdr_needs_a_metric_space(split):
-    # The default CML base predicts ratings too (Metric Factorization): its item rows
-    # [v_i, b_i] are as wide as its user states [u, b_u].
+    # CML on ratings (Metric Factorization): rows [v_i, b_i] are as wide as states [u, b_u],
+    # but only the first dim coordinates are a metric space: the bias takes no part in Eq. 3.
     cml = base_class("CML")(3, 4, base_class("CML").Config(dim=2), implicit=False)
-    assert item_points(cml, torch.tensor([0, 3])).shape == (2, cml.user_dim)
+    assert item_points(cml, torch.tensor([0, 3])).shape == (2, 3) and point_width(cml) == 2
+    user, pos = torch.tensor([[0.0, 0.0, 5.0]]), torch.tensor([[0.1, 0.0, -5.0]])
+    neg = torch.tensor([[[0.3, 0.0, 5.0]]])  # farther as a point, nearer with the bias
+    assert unsupervised_term(user, pos, neg, 0.5, point_width(cml)).item() == pytest.approx(
+        0.5 + 0.01 - 0.09)
     with pytest.raises(TypeError, match="one space"):  # biased MF: [p_u, b_u] vs q_i
         fit("SSCDR", split, base="MF")
 

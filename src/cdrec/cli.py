@@ -280,28 +280,24 @@ def datasets(
 
 
 def _write_sweep(parent: Path, done: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
-    """A sweep's summary: ``sweep.csv`` (every point, model and metric) and, for a sweep over
-    one key, ``sweep.png`` of the test metrics against it, in the sweep's parent directory."""
-    from cdrec.report import plot_sweep, sweep_table
+    """A sweep's summary: ``sweep.csv`` (every point, model and metric) and, when one swept key
+    alone fixes a point (a one-key or a paired sweep), ``sweep.png`` of the test metrics against
+    it, in the sweep's parent directory."""
+    from cdrec.report import axis_key, evaluation_metrics, plot_sweep, sweep_keys, sweep_table
 
     table = sweep_table(done)
     parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(parent / "sweep.csv", index=False)
     typer.echo(f"sweep summary written to {parent / 'sweep.csv'}")
-    keys = list(done[0][0])
-    if len(keys) == 1:
-        plot_sweep(table, keys[0], _test_metrics(table), parent / "sweep.png",
+    key = axis_key(table)
+    if key is not None:
+        plot_sweep(table, key, evaluation_metrics(table), parent / "sweep.png",
                    title=parent.name)
         typer.echo(f"sweep figure written to {parent / 'sweep.png'}")
     else:
-        typer.echo(f"a sweep over {len(keys)} keys has no figure: draw one with "
-                   f"`cdrec plot-sweep {parent} --key KEY`")
-
-
-def _test_metrics(table: pd.DataFrame) -> list[str]:
-    """The unprefixed test metrics of a sweep table (not validation_*, not domain/...)."""
-    return [m for m in dict.fromkeys(table.metric)
-            if "/" not in m and not m.startswith("validation")]
+        keys = sweep_keys(table)
+        typer.echo(f"a sweep over the product of {keys} has no figure: draw one with "
+                   f"`cdrec plot-sweep {parent} --key KEY --where OTHER=VALUE`")
 
 
 @app.command("plot-sweep")
@@ -316,22 +312,39 @@ def plot_sweep_command(
                                                      "(default: all)")] = None,
     marks: Annotated[list[str] | None, typer.Option("--mark", help=(
         "VALUE=LABEL: a dashed line at a value of the key, e.g. 120='k(k-1)/2'"))] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help=(
+        "KEY=VALUE: only the points where another swept key has this value (a sweep over "
+        "several keys)"))] = None,
     out: Annotated[Path | None, typer.Option(help="PNG path (default: SWEEP_DIR/sweep_KEY"
                                              ".png)")] = None,
 ) -> None:
     """Test metrics against a swept setting, one line per model (DML Figs. 3-4)."""
     import pandas as pd
 
-    from cdrec.report import SWEEP_COLUMNS, plot_sweep
+    from cdrec.report import SWEEP_COLUMNS, axis_key, evaluation_metrics, plot_sweep, sweep_keys
 
-    if not (sweep_dir / "sweep.csv").exists():
+    csv = sweep_dir / "sweep.csv"
+    if not csv.exists():
         fail(f"{sweep_dir} has no sweep.csv: `cdrec run` writes it after a config's sweep")
-    table = pd.read_csv(sweep_dir / "sweep.csv")
-    keys = [c for c in table.columns if c not in SWEEP_COLUMNS]
+    table = pd.read_csv(csv)
+    absent = sorted(SWEEP_COLUMNS - set(table.columns))
+    if absent:
+        fail(f"{csv} is not a sweep summary: it has no column(s) {absent}")
+    keys = sweep_keys(table)
+    for condition in where or []:
+        name, sep, value = condition.partition("=")
+        if not sep or name not in keys:
+            fail(f"--where {condition!r} must be KEY=VALUE with KEY one of {keys}")
+        kept = table[table[name].astype(str) == value]
+        if kept.empty:
+            fail(f"--where {condition!r}: {name} takes the values "
+                 f"{sorted(set(table[name].astype(str)))}")
+        table = kept
     if key is None:
-        if len(keys) != 1:
-            fail(f"the sweep has keys {keys}: choose one with --key")
-        key = keys[0]
+        key = axis_key(table)
+        if key is None:
+            fail(f"the sweep has keys {keys}: choose one with --key (and the others with "
+                 f"--where KEY=VALUE)")
     lines: dict[float, str] = {}
     for mark in marks or []:
         value, sep, label = mark.partition("=")
@@ -341,7 +354,7 @@ def plot_sweep_command(
             fail(f"--mark {mark!r} must be VALUE=LABEL with a numeric VALUE")
     path = out or sweep_dir / f"sweep_{key.rsplit('.', 1)[-1]}.png"
     try:
-        plot_sweep(table, key, metrics or _test_metrics(table), path, models=models,
+        plot_sweep(table, key, metrics or evaluation_metrics(table), path, models=models,
                    marks=lines, title=sweep_dir.name)
     except ValueError as err:
         fail(err)

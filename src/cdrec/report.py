@@ -281,6 +281,12 @@ def plot_sweep(table: pd.DataFrame, key: str, metrics: list[str], path: Path, *,
         raise ValueError(f"the sweep has no metric {missing}; its metrics: "
                          f"{sorted(set(table.metric))}")
     table = table.assign(**{key: table[key].map(_as_number)})  # a CSV reads 8 and all as text
+    repeated = table.duplicated(["model", "metric", key])
+    if repeated.any():
+        others = [c for c in sweep_keys(table) if c != key]
+        raise ValueError(
+            f"{key!r} does not alone fix a sweep point: the other swept keys {others} vary at "
+            f"one of its values; choose a value of each with --where KEY=VALUE")
     values = list(dict.fromkeys(table[key]))
     models = models or list(dict.fromkeys(table.model))
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.8 * len(metrics), 4), squeeze=False)
@@ -305,6 +311,30 @@ def plot_sweep(table: pd.DataFrame, key: str, metrics: list[str], path: Path, *,
 
 
 SWEEP_COLUMNS = frozenset({"model", "metric", "mean", "std", "seeds"})
+# What the runner adds to a model's results besides the evaluator's metrics: costs and choices.
+RUN_FIELDS = frozenset({"fit_seconds", "eval_seconds", "chosen_epoch"})
+
+
+def sweep_keys(table: pd.DataFrame) -> list[str]:
+    """The swept keys of a sweep table, in their order."""
+    return [c for c in table.columns if c not in SWEEP_COLUMNS]
+
+
+def axis_key(table: pd.DataFrame) -> str | None:
+    """The first swept key that alone fixes a sweep point (every key of a one-key or a paired
+    sweep; none of a product over several keys), or None."""
+    for key in sweep_keys(table):
+        if not table.duplicated(["model", "metric", key]).any():
+            return key
+    return None
+
+
+def evaluation_metrics(table: pd.DataFrame) -> list[str]:
+    """The unprefixed test metrics of a sweep table: not validation_*, not per domain
+    (domain/...), not the runner's costs and choices (fit_seconds, chosen_epoch, selected_*)."""
+    return [m for m in dict.fromkeys(table.metric)
+            if "/" not in m and not m.startswith(("validation", "selected_"))
+            and m not in RUN_FIELDS]
 
 
 def _as_number(value: Any) -> Any:

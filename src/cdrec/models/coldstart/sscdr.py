@@ -35,11 +35,11 @@ book -> music, lambda in [0, 0.1] was within seed noise and 0.3 or more lowered 
 EMCDR's optimiser settings (Adam, lr 0.005) with 1024 triples per step.
 
 The unsupervised term needs items as points of the users' space. CML has that, on implicit
-feedback and on ratings (where it is Metric Factorization: user rows [u, b_u] and item rows
-[v_i, b_i] are equally wide, so the bias column is mapped with the point). MF with
-``use_bias=false`` has it by shape (p_u and q_i are both ``dim`` long); the explicit Douban
-configs run SSCDR that way, since they were measured before CML could train on ratings: every
-rated item then counts as an interaction. There the hinge and the item centre have no metric
+feedback and on ratings (Metric Factorization, whose rows [u, b_u] and [v_i, b_i] end in a
+bias: the mapping maps whole rows, but Eq. 3's distances and Eq. 5's centre use the point
+coordinates only, and a user keeps its own mapped bias). MF with ``use_bias=false`` has it by
+shape (p_u and q_i are both ``dim`` long), which is how the explicit Douban configs run SSCDR
+(measured before CML had a ratings mode): every rated item then counts as an interaction. There the hinge and the item centre have no metric
 meaning (p.q is not a distance): on ``make_transfer_data`` both lower the result (cold-user RMSE
 0.573 with lambda = alpha = 0, 0.676 with the defaults; 3 seeds), so over plain MF SSCDR is best
 read as EMCDR. MF with biases has no such space and is refused with a clear error.
@@ -55,6 +55,7 @@ from pydantic import Field
 from torch import nn
 
 from cdrec.data.sampling import observed_keys, sample_negatives
+from cdrec.models.bases.cml import CMLBase
 from cdrec.models.bases.interface import EmbeddingBase
 from cdrec.models.bases.registry import base_class
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod, mapping_network
@@ -89,10 +90,21 @@ def item_points(base: EmbeddingBase, items: torch.Tensor) -> torch.Tensor:
         "base_config use_bias: false")
 
 
+def point_width(base: EmbeddingBase) -> int:
+    """How many leading coordinates of ``base``'s states are coordinates of its metric space:
+    all of them, but for CML on ratings (Metric Factorization), whose rows [u, b_u] and
+    [v_i, b_i] end in a bias that is no coordinate."""
+    if isinstance(base, CMLBase) and not base.implicit:
+        return base.config.dim
+    return base.user_dim
+
+
 def unsupervised_term(user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
-                      margin: float) -> torch.Tensor:
+                      margin: float, width: int | None = None) -> torch.Tensor:
     """Eq. 3 on mapped points: ``user`` and ``pos`` [B, D], ``neg`` [B, n, D]; the hinge is
-    summed over a row's negatives and averaged over rows."""
+    summed over a row's negatives and averaged over rows. Distances use the first ``width``
+    coordinates (:func:`point_width`; default all)."""
+    user, pos, neg = user[..., :width], pos[..., :width], neg[..., :width]
     d_pos = (user - pos).pow(2).sum(-1)
     d_neg = (user.unsqueeze(-2) - neg).pow(2).sum(-1)
     return (margin + d_pos.unsqueeze(-1) - d_neg).clamp_min(0.0).sum(-1).mean()
@@ -153,7 +165,7 @@ class SSCDR(TransferMethod):
                 f = self.transfer_
                 loss = loss + cfg.unsupervised_weight * unsupervised_term(
                     f(source.user_state(u)), f(item_points(source, i)),
-                    f(item_points(source, j)), cfg.margin)
+                    f(item_points(source, j)), cfg.margin, point_width(target))
             return loss
 
         fit_stage(self, loss_fn, epoch_data, cfg, context=context, stage="mapping",
@@ -195,5 +207,8 @@ class SSCDR(TransferMethod):
 
     def _blend(self, mapped: torch.Tensor, centre: torch.Tensor, has_items: torch.Tensor
                ) -> torch.Tensor:
-        alpha = self.config.neighbour_weight
-        return torch.where(has_items, (1 - alpha) * mapped + alpha * centre, mapped)
+        alpha, width = self.config.neighbour_weight, point_width(self.target_)
+        # Only the point moves towards its items; a trailing bias stays the mapped user's.
+        point = (1 - alpha) * mapped[..., :width] + alpha * centre[..., :width]
+        blended = torch.cat([point, mapped[..., width:]], -1)
+        return torch.where(has_items, blended, mapped)

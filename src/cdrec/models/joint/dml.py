@@ -67,7 +67,8 @@ class DMLConfig(DualTransferConfig):
         "the cross step: Eq. 5-6 as written, Algorithm 1 line 13, or the other domain's "
         "mapped user embedding (module docstring)"))
     overlap_users: int | None = Field(None, ge=0, description=(
-        "learn X from this many randomly chosen overlap users (Fig. 3); None: all"))
+        "learn X from this many randomly chosen overlap users (Fig. 3); None: all. The other "
+        "overlap users keep their ratings in both domains (the paper drops their records)"))
     stage_epochs: int = Field(1, ge=1, description="epochs of each stage per round")
 
 
@@ -117,8 +118,9 @@ class DML(DualTransfer):
         parts = []
         for j, (a, b) in enumerate(pairwise(domains)):
             users = train.data.overlap_users(a, b)
+            # Drawn at every setting, so that all of them leave the generator in one state.
+            keep = torch.randperm(users.numel(), generator=generator)
             if self.config.overlap_users is not None:
-                keep = torch.randperm(users.numel(), generator=generator)
                 users = users[keep[:self.config.overlap_users]].sort().values
             parts.append((torch.full((users.numel(),), j), users))
         return [torch.cat(column) for column in zip(*parts, strict=True)]
