@@ -237,6 +237,11 @@ def plot_pairs(results: dict[str, dict[str, dict[str, Any]]], metrics: list[str]
         ax.set_ylim(max(0.0, min(lows) - 0.05), None)
         ax.set_xticks(list(x), [p[0] for p in pairs])
         ax.set(title=metric, xlabel="base model")
+    save_panels(fig, axes, path, title)
+
+
+def save_panels(fig: Any, axes: Any, path: Path, title: str = "") -> None:
+    """A row of panels written to ``path``: the legend on the first, ``title`` above them."""
     axes[0, 0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
@@ -302,12 +307,7 @@ def plot_sweep(table: pd.DataFrame, key: str, metrics: list[str], path: Path, *,
                     transform=ax.get_xaxis_transform(), va="top", fontsize=8)
         ax.set_xticks(range(len(values)), [str(v) for v in values])
         ax.set(title=metric, xlabel=key.rsplit(".", 1)[-1])
-    axes[0, 0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_panels(fig, axes, path, title)
 
 
 SWEEP_COLUMNS = frozenset({"model", "metric", "mean", "std", "seeds"})
