@@ -68,6 +68,13 @@ def test_sscdr_needs_a_metric_space(split):
     neg = torch.tensor([[[0.3, 0.0, 5.0]]])  # farther as a point, nearer with the bias
     assert unsupervised_term(user, pos, neg, 0.5, point_width(cml)).item() == pytest.approx(
         0.5 + 0.01 - 0.09)
+    # Eq. 5 moves the point towards the items' centre; the user keeps its own mapped bias.
+    sscdr = build_model("SSCDR", neighbour_weight=0.5)
+    sscdr.target_ = cml
+    blended = sscdr._blend(torch.tensor([[1.0, 1.0, 5.0], [1.0, 1.0, 5.0]]),
+                           torch.tensor([[3.0, 3.0, -5.0], [3.0, 3.0, -5.0]]),
+                           torch.tensor([[True], [False]]))
+    assert torch.equal(blended, torch.tensor([[2.0, 2.0, 5.0], [1.0, 1.0, 5.0]]))
     with pytest.raises(TypeError, match="one space"):  # biased MF: [p_u, b_u] vs q_i
         fit("SSCDR", split, base="MF")
 
