@@ -48,8 +48,8 @@ and the squared distance plus biases is fitted to it.
   default settings, folds 0-3) the validation RMSE was 0.8864 / 0.8751 / 0.8684 / 0.8704 at
   rho = 1, 0.8653 / 0.8473 / 0.8414 / 0.8411 at rho = 1/2 and 0.8645 / 0.8402 / 0.8376 / 0.8399
   at rho = 1/4 (each a ``CML`` fit with that ``radius``, scored on ``split.validation``). 1/4
-  is lower still by 0.001-0.007, but a smaller ball leaves the
-  biases nearly alone, so 1/2 is kept as the default; ``radius`` is in the tune spaces.
+  is lower still by 0.001-0.007, but a smaller ball leaves the biases nearly alone, so 1/2 is
+  kept as the default; ``radius`` is in the tune spaces (Douban's tuning chose 1/4).
 - not implemented, from the authors' code: the per-rating confidence weight
   1 + 0.2 |r - r_max / 2|, the dropout on the squared coordinate differences, and the clipping of
   the predicted distance to [0, r_max]. Their small L2 on the biases is ``reg`` here (on the
@@ -132,6 +132,12 @@ class CMLBase(FactorBase):
     def user_dim(self) -> int:
         return self.config.dim + (0 if self.implicit else 1)
 
+    @property
+    def point_dim(self) -> int:
+        """The leading coordinates of a row that are a point of the metric space (all of an
+        implicit row; on ratings all but the trailing bias)."""
+        return self.config.dim
+
     def score_items(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         if self.implicit:
             return -torch.cdist(state, self.item_factors.weight[items]).pow(2)
@@ -168,25 +174,22 @@ class CMLBase(FactorBase):
         sparse gradient), so only they are projected: the cost of the batch, not the table;
         the other rows are inside the ball already. Dense Adam moves every row, so the
         whole table is projected."""
-        dim, radius = self.config.dim, self.radius
+        dim, radius = self.point_dim, self.radius
         with torch.no_grad():
             for table in (self.user_factors.weight, self.item_factors.weight):
                 grad = table.grad
                 if grad is not None and grad.is_sparse:
                     rows = grad._indices()[0].unique()
-                    if self.implicit:
-                        table[rows] = into_ball(table[rows], radius)
-                    else:
-                        table[rows, :dim] = into_ball(table[rows, :dim], radius)
+                    table[rows, :dim] = into_ball(table[rows, :dim], radius)
                 else:
-                    points = table if self.implicit else table[:, :dim]
+                    points = table[:, :dim]  # a view: the whole row when implicit
                     points.div_((points.norm(dim=1, keepdim=True) / radius).clamp_min(1.0))
 
     def constrain_state(self, state: torch.Tensor) -> torch.Tensor:
         """Users live in the ball (the projection above; on ratings the bias is free)."""
+        dim = self.point_dim
         if self.implicit:
             return into_ball(state, self.radius)
-        dim = self.config.dim
         return torch.cat([into_ball(state[..., :dim], self.radius), state[..., dim:]], -1)
 
 

@@ -39,10 +39,10 @@ feedback and on ratings (Metric Factorization, whose rows [u, b_u] and [v_i, b_i
 bias: the mapping maps whole rows, but Eq. 3's distances and Eq. 5's centre use the point
 coordinates only, and a user keeps its own mapped bias). MF with ``use_bias=false`` has it by
 shape (p_u and q_i are both ``dim`` long), which is how the explicit Douban configs run SSCDR
-(measured before CML had a ratings mode): every rated item then counts as an interaction. There the hinge and the item centre have no metric
-meaning (p.q is not a distance): on ``make_transfer_data`` both lower the result (cold-user RMSE
-0.573 with lambda = alpha = 0, 0.676 with the defaults; 3 seeds), so over plain MF SSCDR is best
-read as EMCDR. MF with biases has no such space and is refused with a clear error.
+(measured before CML had a ratings mode): every rated item then counts as an interaction. There
+the hinge and the item centre have no metric meaning (p.q is not a distance): on
+``make_transfer_data`` both lower the result (cold-user RMSE 0.573 with lambda = alpha = 0, 0.676
+with the defaults; 3 seeds), so over plain MF SSCDR is best read as EMCDR. MF with biases has no such space and is refused with a clear error.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ from pydantic import Field
 from torch import nn
 
 from cdrec.data.sampling import observed_keys, sample_negatives
-from cdrec.models.bases.cml import CMLBase
 from cdrec.models.bases.interface import EmbeddingBase
 from cdrec.models.bases.registry import base_class
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod, mapping_network
@@ -92,11 +91,9 @@ def item_points(base: EmbeddingBase, items: torch.Tensor) -> torch.Tensor:
 
 def point_width(base: EmbeddingBase) -> int:
     """How many leading coordinates of ``base``'s states are coordinates of its metric space:
-    all of them, but for CML on ratings (Metric Factorization), whose rows [u, b_u] and
-    [v_i, b_i] end in a bias that is no coordinate."""
-    if isinstance(base, CMLBase) and not base.implicit:
-        return base.config.dim
-    return base.user_dim
+    the base's ``point_dim`` where it has one (CML: on ratings its rows end in a bias that is
+    no coordinate), else all of them."""
+    return int(getattr(base, "point_dim", base.user_dim))
 
 
 def unsupervised_term(user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
