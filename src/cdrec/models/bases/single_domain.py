@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from cdrec.data.dataset import Interactions
+from cdrec.models.bases.batching import epoch_batches
 from cdrec.models.bases.interface import BaseConfig, EmbeddingBase
 from cdrec.models.bases.pretrain import new_base, pretrain_base
 from cdrec.models.bases.registry import BASES, base_spec, build_base
@@ -47,6 +48,26 @@ def merge_domains(train: TrainView, order: Sequence[str]) -> tuple[TrainView, di
     view = TrainView(train.data.replace_domains({order[0]: merged}), train.scenario, None,
                      order[0], train.implicit)
     return view, offsets
+
+
+def merged_epoch_batches(train: TrainView, offsets: Mapping[str, int], n_neg: int
+                         ) -> Callable[[torch.Generator], list[torch.Tensor]]:
+    """The ``epoch_data`` of one base over the domains merged by :func:`merge_domains`: every
+    domain's rows with their items shifted by ``offsets``; on implicit feedback a positive's
+    negatives are drawn from *its own* domain (the evaluation ranks within one domain, so
+    negatives drawn from the merged index would be spent on telling domains apart)."""
+    per_domain = [(offset, epoch_batches(train.data[name].interactions, train.data[name].n_items,
+                                         train.implicit, n_neg))
+                  for name, offset in offsets.items()]
+
+    def epoch_data(gen: torch.Generator) -> list[torch.Tensor]:
+        parts = []
+        for offset, draw in per_domain:  # (users, items, ratings or own-domain negatives)
+            users, items, extra = draw(gen)
+            parts.append((users, items + offset, extra + offset if train.implicit else extra))
+        return [torch.cat(column) for column in zip(*parts, strict=True)]
+
+    return epoch_data
 
 
 def merged_target_view(train: TrainView) -> TrainView:

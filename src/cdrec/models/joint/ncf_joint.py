@@ -15,8 +15,7 @@ its defaults, trained once on the union of the domains' training rows:
   scores the merged items ``offsets_[domain] + items``.
 
 Choices of cdrec: on implicit feedback a positive's sampled negatives are items of *its own*
-domain (the evaluation ranks within one domain; drawing them from the merged index would spend
-most of them on telling domains apart). Early stopping uses the scenario's validation set (all
+domain (``merged_epoch_batches``). Early stopping uses the scenario's validation set (all
 domains it judges); without one, the fit runs every epoch, as CMF does. Users with no training
 row in any domain keep the prior (a zero row: the item-side prediction). In the cold-start
 scenario this is the merged single-domain NeuMF (as ``NeuMF`` there) with per-domain negatives.
@@ -29,12 +28,11 @@ from typing import Any
 
 import torch
 
-from cdrec.models.bases.batching import epoch_batches
 from cdrec.models.bases.interface import EmbeddingBase
 from cdrec.models.bases.neumf import NeuMFConfig
 from cdrec.models.bases.pretrain import new_base, users_without_data
 from cdrec.models.bases.registry import base_spec, build_base
-from cdrec.models.bases.single_domain import merge_domains
+from cdrec.models.bases.single_domain import merge_domains, merged_epoch_batches
 from cdrec.models.recommender import Recommender, validator
 from cdrec.models.registry import LABELLED_SCENARIOS, register
 from cdrec.models.training import fit_stage
@@ -62,17 +60,7 @@ class NCFJoint(Recommender):
         self.neumf = base = new_base(merged, names[0], "NeuMF", cfg, context)
         base.reset_users(users_without_data(merged, names[0]))  # no row anywhere: the prior
         self.to(context.device)
-        per_domain = [(offsets[n], epoch_batches(train.data[n].interactions,
-                                                 train.data[n].n_items, train.implicit,
-                                                 cfg.n_neg))
-                      for n in names]
-
-        def epoch_data(gen: torch.Generator) -> list[torch.Tensor]:
-            parts = []
-            for offset, draw in per_domain:  # (users, items, ratings or own-domain negatives)
-                users, items, extra = draw(gen)
-                parts.append((users, items + offset, extra + offset if train.implicit else extra))
-            return [torch.cat(column) for column in zip(*parts, strict=True)]
+        epoch_data = merged_epoch_batches(train, offsets, cfg.n_neg)
 
         self.stage_ = fit_stage(self, lambda batch: base.training_loss(*batch), epoch_data, cfg,
                                 context=context, stage="ncf_joint",
