@@ -1,5 +1,6 @@
 """Embedding bases: the single-domain models that transfer methods pretrain, map and meta-learn,
-and the single-domain recommenders over them (MF, TGT, BPR, CML, ListRankMF, GMF, DNN).
+and the single-domain recommenders over them (MF, TGT, BPR, CML, ListRankMF, GMF, DNN,
+NeuMF, LightGCN).
 
 By concern: ``interface`` (what a base is), ``registry`` (bases by name), ``batching`` (epoch
 data), ``holdout`` (early stopping without validation users), ``pretrain`` (fitting a base on a
@@ -13,6 +14,7 @@ from cdrec.models.bases.cml import CML, CMLBase
 from cdrec.models.bases.dnn import DNN
 from cdrec.models.bases.gmf import GMF
 from cdrec.models.bases.interface import BaseConfig, EmbeddingBase, FactorBase
+from cdrec.models.bases.lightgcn import LightGCN, LightGCNBase, LightGCNConfig
 from cdrec.models.bases.listrank import ListRankMF
 from cdrec.models.bases.mf import BPR, MF, TGT, MFConfig
 from cdrec.models.bases.neumf import NeuMF, NeuMFBase, NeuMFConfig  # noqa: F401
@@ -21,6 +23,7 @@ from cdrec.models.bases.registry import BASES, base_class, register_base
 from cdrec.models.bases.single_domain import SingleDomain, merged_target_view
 
 __all__ = ["BASES", "BPR", "CML", "DNN", "GMF", "MF", "TGT", "BaseCache", "BaseConfig",
-           "CMLBase", "EmbeddingBase", "FactorBase", "ListRankMF", "MFConfig", "SingleDomain",
+           "CMLBase", "EmbeddingBase", "FactorBase", "LightGCN", "LightGCNBase", "LightGCNConfig",
+           "ListRankMF", "MFConfig", "SingleDomain",
            "base_class", "epoch_batches", "fit_base", "merged_target_view", "new_base",
            "pretrain_base", "register_base", "users_without_data"]

@@ -181,6 +181,11 @@ class FactorBase(EmbeddingBase):
     def user_dim(self) -> int:
         return self.row_width(self.config)
 
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """The item embeddings the base scores with (rows of ``item_factors``; LightGCN's
+        propagated ones): what a transfer method reading item vectors (PTUPCDR, SSCDR) uses."""
+        return self.item_factors(items)
+
     def user_state(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_factors(users)
 

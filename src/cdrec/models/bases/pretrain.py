@@ -4,6 +4,7 @@ TMCDR, PTUPCDR, ...) share, trained with the one loop in ``cdrec.train``."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -14,9 +15,19 @@ from cdrec.models.bases.cache import BaseCache
 from cdrec.models.bases.holdout import holdout_validator
 from cdrec.models.bases.interface import BaseConfig, EmbeddingBase
 from cdrec.models.bases.registry import base_class
+from cdrec.models.model_file import derived_buffers
 from cdrec.models.training import fit_stage
 from cdrec.split import TrainView
 from cdrec.train import FitContext, StageResult, Validate
+
+
+@runtime_checkable
+class GraphBase(Protocol):
+    """A base whose scores propagate over its domain's interaction graph (LightGCN): it is
+    given the interactions it trains on before training (:func:`fit_base`) and keeps the graph
+    in non-persistent buffers, which a saved model file and ``BaseCache`` keep with it."""
+
+    def set_graph(self, interactions: Interactions) -> None: ...
 
 
 def new_base(train: TrainView, domain: str, name: str, config: BaseConfig,
@@ -51,6 +62,8 @@ def fit_base(base: EmbeddingBase, interactions: Interactions, n_items: int, *,
         held, train_rows = interactions.select(perm[:n_hold]), interactions.select(perm[n_hold:])
         validate = holdout_validator(base, held, n_items, observed, context)
     base.to(context.device)
+    if isinstance(base, GraphBase):  # the graph of the rows it trains on (held-out ones not)
+        base.set_graph(train_rows)
     return fit_stage(base, lambda batch: base.training_loss(*batch),
                      epoch_batches(train_rows, n_items, base.implicit, config.n_neg, observed),
                      config, context=context, stage=stage, validate=validate,
@@ -75,6 +88,9 @@ def pretrain_base(train: TrainView, domain: str, name: str, config: BaseConfig,
     base = base if base is not None else new_base(train, domain, name, config, context)
     if entry is not None:
         base.load_state_dict(entry["state"])
+        for full, value in entry["derived"].items():  # a graph base's adjacency
+            owner, _, leaf = full.rpartition(".")
+            base.get_submodule(owner).register_buffer(leaf, value, persistent=False)
         base.to(context.device)
         context.generator.set_state(entry["generator"])
         torch.set_rng_state(entry["torch_rng"])
@@ -90,6 +106,7 @@ def pretrain_base(train: TrainView, domain: str, name: str, config: BaseConfig,
     if cache is not None and key is not None:
         cache.put(key, {
             "state": {k: v.detach().clone() for k, v in base.state_dict().items()},
+            "derived": derived_buffers(base)[0],  # non-persistent buffers (a graph), CPU copies
             "generator": context.generator.get_state(), "torch_rng": torch.get_rng_state(),
             "stage": replace(stage), "history": list(context.history[n_history:]),
             "interactions": train.data[domain].interactions})  # keeps the keyed id alive

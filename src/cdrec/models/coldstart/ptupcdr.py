@@ -48,7 +48,7 @@ from torch import nn
 from cdrec.data.dataset import Interactions
 from cdrec.data.sampling import observed_keys
 from cdrec.models.bases.batching import epoch_batches
-from cdrec.models.bases.interface import EmbeddingBase
+from cdrec.models.bases.interface import EmbeddingBase, FactorBase
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod
 from cdrec.models.recommender import validator
 from cdrec.models.registry import register
@@ -116,12 +116,12 @@ def padded_histories(interactions: Interactions, n_users: int, max_len: int
 
 
 def source_item_vectors(base: EmbeddingBase, items: torch.Tensor) -> torch.Tensor:
-    """The pretrained item embeddings e_j of a base (``item_factors`` for MF/BPR)."""
-    table = getattr(base, "item_factors", None)
-    if not isinstance(table, nn.Embedding):
+    """The pretrained item embeddings e_j of a base (``item_factors`` for MF/BPR, the propagated
+    ones for LightGCN)."""
+    if not isinstance(base, FactorBase):
         raise TypeError(f"PTUPCDR needs the source base's item embeddings; {type(base).__name__} "
                         "has no item_factors table")
-    return table(items)
+    return base.item_vectors(items)
 
 
 class CharacteristicEncoder(nn.Module):

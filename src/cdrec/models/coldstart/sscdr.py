@@ -55,7 +55,7 @@ from pydantic import Field
 from torch import nn
 
 from cdrec.data.sampling import observed_keys, sample_negatives
-from cdrec.models.bases.interface import EmbeddingBase
+from cdrec.models.bases.interface import EmbeddingBase, FactorBase
 from cdrec.models.bases.registry import base_class
 from cdrec.models.coldstart.transfer import TransferConfig, TransferMethod, mapping_network
 from cdrec.models.recommender import validator
@@ -81,8 +81,9 @@ class SSCDRConfig(TransferConfig, TrainingConfig):
 def item_points(base: EmbeddingBase, items: torch.Tensor) -> torch.Tensor:
     """Items of ``base`` as points of its user-state space (what SSCDR maps with the users)."""
     table = getattr(base, "item_factors", None)
-    if isinstance(table, nn.Embedding) and table.embedding_dim == base.user_dim:
-        return table(items)
+    if (isinstance(base, FactorBase) and isinstance(table, nn.Embedding)
+            and table.embedding_dim == base.user_dim):
+        return base.item_vectors(items)
     raise TypeError(
         f"SSCDR needs users and items in one space; base {type(base).__name__} has user states "
         f"of size {base.user_dim} and no item table of that size. Use base CML or MF with "
