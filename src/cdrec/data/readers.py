@@ -11,8 +11,9 @@ Ids that are all integers (``"42"``) become int64 and sort numerically; Amazon i
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, overload
 
@@ -24,15 +25,19 @@ from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.data.features import FeaturesArg, with_features
 from cdrec.data.files import check_field_count, find_file, format_of, read_delimited, read_file
 from cdrec.data.schema import (
+    DUPLICATES,
+    FILE,
     MIXED_IDS,
     ROW,
     ROWS_LINES,
     ROWS_TABLE,
     DataError,
+    DataWarning,
     IdSource,
     MissingFileError,
     check_ids,
     column_label,
+    drop_duplicate_pairs,
     normalise_ids,
     require_columns,
     validate_interactions,
@@ -40,6 +45,7 @@ from cdrec.data.schema import (
 
 PathLike = str | os.PathLike[str]
 MixedIds = Literal["warn", "error"]
+Duplicates = Literal["last", "first", "error"]
 
 _AMAZON_FIELDS = {"user": "reviewerID", "item": "asin", "rating": "overall",
                   "timestamp": "unixReviewTime"}
@@ -52,7 +58,11 @@ _AMAZON_TEXT = "reviewText"
 
 @dataclass
 class _Part:
-    """One domain's validated rows (columns user, item, rating[, timestamp], ROW)."""
+    """One domain's validated rows (columns user, item, rating[, timestamp], ROW).
+
+    A domain read from several files: ``path`` lists them, ``paths`` holds them and the
+    ``FILE`` column of ``train`` gives each row's file (an index into ``paths``).
+    """
 
     train: pd.DataFrame
     path: str
@@ -62,6 +72,7 @@ class _Part:
     test_rows: str = ROWS_LINES
     test_item_label: str = "item"
     extend_items: bool = False
+    paths: list[str] | None = None
 
 
 def _interactions(users: np.ndarray, items: np.ndarray, frame: pd.DataFrame) -> Interactions:
@@ -77,11 +88,16 @@ def _interactions(users: np.ndarray, items: np.ndarray, frame: pd.DataFrame) -> 
     )
 
 
-def _source(frame: pd.DataFrame, path: str | None, role: str, convention: str) -> IdSource:
-    """Where ``frame``'s ``role`` ids were read: file, rows, the column's label (kept in
-    ``attrs`` by ``validate_interactions``) and how its rows count."""
+def _source(frame: pd.DataFrame, path: str | None, role: str, convention: str,
+            paths: list[str] | None = None) -> IdSource:
+    """Where ``frame``'s ``role`` ids were read: file (each row's, when ``paths`` lists the
+    files it was concatenated from), rows, the column's label (kept in ``attrs`` by
+    ``validate_interactions``) and how its rows count."""
     rows = frame[ROW].to_numpy() if ROW in frame.columns else np.arange(1, len(frame) + 1)
     label = frame.attrs.get("labels", {}).get(role, role)
+    if paths is not None and FILE in frame.columns:
+        return IdSource(path, rows, str(label), frame.attrs.get("rows", convention),
+                        files=tuple(paths), file_of=frame[FILE].to_numpy())
     return IdSource(path, rows, str(label), frame.attrs.get("rows", convention))
 
 
@@ -91,7 +107,7 @@ def _assemble(parts: Mapping[str, _Part], *, name: str, provenance: dict[str, st
     user_sources: list[IdSource] = []
     for part in parts.values():
         user_parts.append(part.train["user"])
-        user_sources.append(_source(part.train, part.path, "user", ROWS_TABLE))
+        user_sources.append(_source(part.train, part.path, "user", ROWS_TABLE, part.paths))
         if part.test is not None:
             user_parts.append(part.test["user"])
             user_sources.append(_source(part.test, part.test_path, "user", part.test_rows))
@@ -106,7 +122,7 @@ def _assemble(parts: Mapping[str, _Part], *, name: str, provenance: dict[str, st
         train_users = next(user_arrays)
         test_users = next(user_arrays) if part.test is not None else None
         item_parts = [part.train["item"]] + ([part.test["item"]] if part.test is not None else [])
-        item_sources = [_source(part.train, part.path, "item", ROWS_TABLE)]
+        item_sources = [_source(part.train, part.path, "item", ROWS_TABLE, part.paths)]
         if part.test is not None:
             item_sources.append(_source(part.test, part.test_path, "item", part.test_rows))
         item_arrays = normalise_ids(item_parts, ids, role="item", sources=item_sources,
@@ -144,6 +160,13 @@ def _paths(files: Mapping[str, PathLike]) -> dict[str, Path]:
     return {str(dom): Path(p) for dom, p in files.items()}
 
 
+def _check_duplicates(duplicates: str) -> str:
+    if duplicates not in DUPLICATES:
+        raise ValueError(f"duplicates must be one of {', '.join(map(repr, DUPLICATES))}, got "
+                         f"{duplicates!r}")
+    return duplicates
+
+
 def _check_mixed(mixed_ids: str) -> str:
     if mixed_ids not in MIXED_IDS:
         raise ValueError(f"mixed_ids must be 'warn' or 'error', got {mixed_ids!r}")
@@ -165,17 +188,18 @@ def _check_scale(rating_scale: tuple[float, float] | None) -> tuple[float, float
 
 def read_douban(directory: PathLike, domains: Sequence[str] = ("book", "music"),
                 rating_scale: tuple[float, float] | None = (1, 5),
-                mixed_ids: MixedIds = "warn") -> CrossDomainData:
+                mixed_ids: MixedIds = "warn", duplicates: Duplicates = "last") -> CrossDomainData:
     """Douban (GA-DTCDR release): ``{domain}_ratings.tsv.gz`` (or ``.tsv``) per domain.
 
     Each file is TSV without header, ``user<TAB>item<TAB>rating``; user ids are shared across
-    the files, item ids are per domain. ``mixed_ids``: see :func:`read_table`.
+    the files, item ids are per domain. ``mixed_ids`` and ``duplicates``: see :func:`read_table`.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise MissingFileError("Douban directory not found", path=str(directory))
     scale = _check_scale(rating_scale)
     _check_mixed(mixed_ids)
+    _check_duplicates(duplicates)
     columns = {"user": 0, "item": 1, "rating": 2, "timestamp": None}
     parts: dict[str, _Part] = {}
     for dom in domains:
@@ -183,7 +207,8 @@ def read_douban(directory: PathLike, domains: Sequence[str] = ("book", "music"),
         frame, rows = read_delimited(path, "\t", header=False)
         check_field_count(frame, 3, "user, item, rating", path)
         train = validate_interactions(frame, columns, path=str(path), rows=rows,
-                                      rating_scale=scale, header=False, domain=dom)
+                                      rating_scale=scale, header=False, domain=dom,
+                                      duplicates=duplicates)
         parts[dom] = _Part(train, str(path), scale)
     provenance = {"reader": "read_douban", "directory": str(directory),
                   "files": ", ".join(Path(p.path).name for p in parts.values())}
@@ -234,22 +259,31 @@ def read_amazon_implicit_pair(root: PathLike, a: str, b: str,
                      mixed_ids=mixed_ids)
 
 
-def read_table(path_or_paths: PathLike | Mapping[str, PathLike], *,
+def read_table(path_or_paths: PathLike | Mapping[str, PathLike | Sequence[PathLike]], *,
                user: Hashable = "user", item: Hashable = "item",
                rating: Hashable | None = "rating", timestamp: Hashable | None = None,
                domain: Hashable | None = None,
                rating_scale: tuple[float, float] | None = (1, 5),
                sep: str | None = None, header: bool = True,
                name: str | None = None, mixed_ids: MixedIds = "warn",
+               duplicates: Duplicates = "last",
                features: FeaturesArg | None = None) -> CrossDomainData:
     """A generic CSV / TSV / Parquet / JSON-lines table (format by suffix, ``.gz`` allowed).
 
     Either one file with a domain column (``domain="colname"``; one domain per distinct value),
     one file without (a single domain named after the file), or a dict ``{domain_name: path}``
-    (one file per domain). ``user``/``item``/``rating``/``timestamp`` name the columns; with
+    (one file per domain, or a list of files whose rows are concatenated, in the order given,
+    into the domain: a dataset shipped in parts, such as validation + test files).
+    ``user``/``item``/``rating``/``timestamp`` name the columns (the same in every file); with
     ``header=False`` give them as 0-based positions. ``rating=None``: implicit feedback (all 1,
     ``rating_scale`` ignored). ``rating_scale=None`` with a rating column: implicit, every value
     must be 1. ``sep`` overrides the separator guessed from the suffix.
+
+    ``duplicates`` says what a repeated ``(user, item)`` pair of a domain becomes, within a file
+    or across the files of a domain: ``"last"`` (default) keeps its last row, ``"first"`` its
+    first (files in the order given), each with a ``DataWarning`` counting the rows dropped;
+    ``"error"`` refuses the data, naming the file and row of the repeat and of the row it
+    repeats. Each file is checked on its own first, so every error names its file.
 
     Ids that are all integers become int64 (sorted as numbers); otherwise every id is text.
     Integers mixed with text (one ``"alice"`` among numbers) would silently make every id text
@@ -264,43 +298,106 @@ def read_table(path_or_paths: PathLike | Mapping[str, PathLike], *,
     """
     scale = None if rating is None else _check_scale(rating_scale)
     _check_mixed(mixed_ids)
+    _check_duplicates(duplicates)
     columns = {"user": user, "item": item, "rating": rating, "timestamp": timestamp}
     parts: dict[str, _Part] = {}
     if isinstance(path_or_paths, Mapping):
         if domain is not None:
             raise ValueError("give either a dict {domain_name: path} or domain='column', not both")
-        files = _paths(path_or_paths)
+        files = _path_lists(path_or_paths)
     else:
         path = Path(path_or_paths)
-        files = {path.name.split(".")[0]: path}
-    for dom, path in files.items():
+        files = {path.name.split(".")[0]: [path]}
+
+    def validated(frame: pd.DataFrame, path: Path, rows: str, has_header: bool,
+                  dom: str) -> pd.DataFrame:
+        return validate_interactions(frame, columns, path=str(path), rows=rows,
+                                     rating_scale=scale, header=has_header, domain=dom,
+                                     duplicates=duplicates)
+
+    def read_one(path: Path, dom: str) -> pd.DataFrame:
+        fmt, fsep = format_of(path, sep)
+        frame, rows = read_file(path, fmt, fsep, header)
+        return validated(frame, path, rows, header or fmt != "delimited", dom)
+
+    for dom, paths in files.items():
+        if len(paths) > 1:
+            parts[dom] = _concatenated(dom, paths, read_one, duplicates, scale)
+            continue
+        path = paths[0]
+        if domain is None:
+            parts[dom] = _Part(read_one(path, dom), str(path), scale)
+            continue
         fmt, fsep = format_of(path, sep)
         frame, rows = read_file(path, fmt, fsep, header)
         has_header = header or fmt != "delimited"
-        if domain is None:
-            parts[dom] = _Part(validate_interactions(frame, columns, path=str(path), rows=rows,
-                                                     rating_scale=scale, header=has_header,
-                                                     domain=dom), str(path), scale)
-            continue
         label = column_label(domain, "domain", has_header)
         require_columns(frame, {**columns, "domain": domain}, path=str(path), header=has_header)
         check_ids(frame, domain, role="domain", path=str(path), rows=rows, label=label)
         values = frame[domain].astype("string")
         for value in sorted(values.unique().tolist()):
             sub = frame.loc[(values == value).to_numpy()].reset_index(drop=True)
-            parts[str(value)] = _Part(
-                validate_interactions(sub, columns, path=str(path), rows=rows,
-                                      rating_scale=scale, header=has_header, domain=str(value)),
-                str(path), scale)
+            parts[str(value)] = _Part(validated(sub, path, rows, has_header, str(value)),
+                                      str(path), scale)
         if not parts:
             raise DataError("no data rows", path=str(path))
-    provenance = {"reader": "read_table", "files": ", ".join(str(p) for p in files.values())}
+    provenance = {"reader": "read_table",
+                  "files": ", ".join(str(p) for paths in files.values() for p in paths)}
     if domain is not None:
         provenance["domain_column"] = str(domain)
+    if duplicates != "last":
+        provenance["duplicates"] = duplicates
     default_name = next(iter(files)) if len(files) == 1 else "table"
     data = _assemble(parts, name=name or default_name, provenance=provenance,
                      mixed_ids=mixed_ids)
     return data if not features else with_features(data, features)
+
+
+def _path_lists(files: Mapping[str, PathLike | Sequence[PathLike]]) -> dict[str, list[Path]]:
+    """``{domain: path or [paths]}`` as ``{domain: [Path, ...]}``; refuses empty lists and a file
+    listed twice for one domain (its every row would be a duplicate pair)."""
+    if isinstance(files, (str, os.PathLike)) or not isinstance(files, Mapping):
+        raise TypeError("files must be a dict {domain_name: path or [paths]}")
+    if not files:
+        raise ValueError("files is empty: give at least one {domain_name: path}")
+    out: dict[str, list[Path]] = {}
+    for dom, given in files.items():
+        paths = ([Path(given)] if isinstance(given, (str, os.PathLike))
+                 else [Path(p) for p in given])
+        if not paths:
+            raise ValueError(f"files: domain {dom!r} has an empty list of files")
+        twice = sorted({str(p) for p in paths if paths.count(p) > 1})
+        if twice:
+            raise ValueError(f"files: domain {dom!r} lists {', '.join(twice)} more than once")
+        out[str(dom)] = paths
+    return out
+
+
+def _concatenated(dom: str, paths: list[Path],
+                  read_one: Callable[[Path, str], pd.DataFrame], duplicates: str,
+                  scale: tuple[float, float] | None) -> _Part:
+    """One domain from several files: each read and validated on its own by ``read_one``
+    (errors name their file), then their rows concatenated in the order given, with a ``FILE``
+    column giving each row's file; a pair repeated across the files is kept or refused as
+    ``duplicates`` says. The files must count rows alike (one format), as messages name rows
+    with one convention per domain."""
+    frames = []
+    for index, path in enumerate(paths):
+        one = read_one(path, dom)
+        one[FILE] = index
+        frames.append(one)
+    conventions = [str(f.attrs["rows"]) for f in frames]
+    odd = next((i for i, c in enumerate(conventions) if c != conventions[0]), None)
+    if odd is not None:
+        raise DataError(f"domain {dom!r} is read from files of different formats: {paths[0]} "
+                        f"({conventions[0]}) and this one ({conventions[odd]}); give one format",
+                        path=str(paths[odd]))
+    train = pd.concat(frames, ignore_index=True)
+    train.attrs.update(frames[0].attrs)  # the rows convention and column labels, as each file's
+    names = [str(p) for p in paths]
+    train = drop_duplicate_pairs(train, path=names[0], rows=conventions[0], domain=dom,
+                                 keep=duplicates, paths=names)
+    return _Part(train.reset_index(drop=True), ", ".join(names), scale, paths=names)
 
 
 def read_amazon_ratings_csv(files: Mapping[str, PathLike]) -> CrossDomainData:
@@ -382,3 +479,100 @@ def read_amazon_json(files: Mapping[str, PathLike], keep_text: bool = False
             raise DataError("read_amazon_json reads JSON lines (.json / .jsonl, optionally .gz); "
                             "use read_amazon_reviews for CSV review files", path=str(path))
     return read_amazon_reviews(files, keep_text=keep_text)
+
+
+# --------------------------------------------------------------------------------------------
+# Several sources, one dataset
+# --------------------------------------------------------------------------------------------
+
+def combine_sources(sources: Sequence[CrossDomainData], labels: Sequence[str] | None = None,
+                    name: str | None = None) -> CrossDomainData:
+    """The domains of several datasets (each read by its own reader) as one ``CrossDomainData``.
+
+    For datasets whose domains come in different layouts but share users, such as Douban Book
+    and Music in ``read_douban``'s layout plus a Douban Movie table. **Users are matched by
+    their original ids**: user ``42`` of every source is one user. The user index is the
+    sorted union of the sources' original ids (as each reader indexes its own users), so a
+    source's internal user indices may change; each domain keeps its items, their order and
+    its rows (``given_test`` too). Domains come in the order of the sources, then of each
+    source's domains.
+
+    Refused, with a ``DataError`` naming the sources (``labels``, one per source; by default
+    the files each one's provenance names):
+
+    * a domain name given by two sources;
+    * user ids that are integers in one source and text in another: readers read ids that are
+      all integers as int64 and others as text, and ``42`` never equals ``"42"``, so such users
+      would silently not match (make the ids one type, e.g. the same reader options);
+    * a domain carrying ``user_features``, whose rows follow its source's user index: attach
+      user features after combining (:func:`cdrec.data.features.with_features`).
+
+    A source sharing no user with the others gets a ``DataWarning`` (ids from unrelated
+    numberings, such as two Amazon pairs, match by accident or not at all).
+    """
+    if not sources:
+        raise ValueError("combine_sources needs at least one dataset")
+    names = (list(labels) if labels is not None
+             else [f"source {source_label(data)}" for data in sources])
+    if len(names) != len(sources):
+        raise ValueError(f"{len(names)} labels for {len(sources)} sources")
+    owner: dict[str, int] = {}
+    for i, data in enumerate(sources):
+        for dom in data.domains:
+            if dom in owner:
+                raise DataError(f"domain {dom!r} is given by two sources: {names[owner[dom]]} "
+                                f"and {names[i]}; a domain comes from one source (list several "
+                                f"files for it in that source), so rename one of them")
+            owner[dom] = i
+        if any(d.user_features is not None for d in data.domains.values()):
+            raise DataError(f"{names[i]} carries user features; combine the sources first, then "
+                            f"attach user features to the combined data")
+    kinds = [_id_kind(data.user_ids) for data in sources]
+    if len(set(kinds)) > 1:
+        a, b = 0, next(i for i, kind in enumerate(kinds) if kind != kinds[0])
+        raise DataError(
+            f"user ids are {kinds[a]} in {names[a]} (e.g. {_first_id(sources[a])!r}) but "
+            f"{kinds[b]} in {names[b]} (e.g. {_first_id(sources[b])!r}); users are matched "
+            f"across sources by their original ids, and ids of two types never match: make "
+            f"the user ids one type in every source")
+    user_ids = np.unique(np.concatenate([data.user_ids for data in sources]))
+    index = pd.Index(user_ids)
+    domains: dict[str, Domain] = {}
+    for i, data in enumerate(sources):
+        if len(sources) > 1:
+            others = np.concatenate([d.user_ids for j, d in enumerate(sources) if j != i])
+            if not np.isin(data.user_ids, others).any():
+                warnings.warn(f"{names[i]} shares no user id with the other sources; users are "
+                              f"matched by their original ids", DataWarning, stacklevel=2)
+        new_index = torch.as_tensor(index.get_indexer(data.user_ids), dtype=torch.int64)
+        for dom_name, domain in data.domains.items():
+            inter = domain.interactions
+            test = domain.given_test
+            domains[dom_name] = replace(
+                domain, interactions=replace(inter, user=new_index[inter.user]),
+                given_test=None if test is None else replace(test, user=new_index[test.user]))
+    provenance = {"reader": "combine_sources", "sources": "; ".join(names)}
+    for i, data in enumerate(sources):
+        provenance.update({f"source{i}.{key}": value for key, value in data.provenance.items()})
+    return CrossDomainData(user_ids, domains, name=name or "+".join(d.name for d in sources),
+                           provenance=provenance)
+
+
+def source_label(data: CrossDomainData) -> str:
+    """A dataset as messages name it: its name and where it was read (folder, files)."""
+    where = [data.provenance[key] for key in ("directory", "root", "folders", "files")
+             if key in data.provenance]
+    return f"{data.name!r}" + (f" ({'; '.join(where)})" if where else "")
+
+
+def _id_kind(ids: np.ndarray) -> str:
+    if np.issubdtype(ids.dtype, np.integer):
+        return "integers"
+    if ids.dtype == object or np.issubdtype(ids.dtype, np.str_):
+        return "text"
+    return str(ids.dtype)
+
+
+def _first_id(data: CrossDomainData) -> object:
+    first = data.user_ids[0]
+    return first.item() if isinstance(first, np.generic) else first

@@ -3,7 +3,8 @@
 Every reader turns a file into a ``pandas.DataFrame`` whose rows carry the number the user would
 see (``ROW``), then hands it to :func:`validate_interactions`, which checks what all readers share:
 required columns, missing ids, ratings that are not numbers or outside the declared scale,
-timestamps, empty tables, and duplicate ``(user, item)`` pairs (kept last, with a ``DataWarning``).
+timestamps, empty tables, and duplicate ``(user, item)`` pairs (by default the last kept, with a
+``DataWarning``; or the first kept, or refused: :func:`drop_duplicate_pairs`).
 Nothing is dropped without a warning or an error.
 """
 
@@ -50,6 +51,12 @@ ROWS_LINES = "rows counted from 1 at the first line of the file"
 ROWS_TABLE = "rows counted from 1 in file order"
 
 ROLES = ("user", "item", "rating", "timestamp")
+
+# Which row of a repeated (user, item) pair is kept: the last, the first, or none (refused).
+DUPLICATES = ("last", "first", "error")
+# Name of the column that carries, in a frame concatenated from several files, each row's file
+# (an index into the list of those files).
+FILE = "__cdrec_file__"
 
 _CANONICAL_INT = r"-?(?:0|[1-9][0-9]{0,17})"
 
@@ -251,31 +258,63 @@ def parse_timestamps(frame: pd.DataFrame, column: Hashable, *, path: str, rows: 
 
 
 def drop_duplicate_pairs(frame: pd.DataFrame, *, path: str, rows: str,
-                         domain: str | None = None) -> pd.DataFrame:
-    """Keep the LAST row of each repeated ``(user, item)`` pair, warning with the count."""
-    dup = frame.duplicated(["user", "item"], keep="last").to_numpy()
-    if not dup.any():
+                         domain: str | None = None, keep: str = "last",
+                         paths: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per repeated ``(user, item)`` pair; never silently.
+
+    ``keep="last"`` (the readers' default) keeps the last row of each pair and ``"first"`` the
+    first, each with a ``DataWarning`` counting the rows dropped and naming the first of them;
+    ``"error"`` refuses the data with a ``DataError`` naming the first repeated row and the row
+    it repeats. ``paths``: the files of a frame concatenated from several, in order (its ``FILE``
+    column indexes them), so that rows are named with their own file.
+    """
+    if keep not in DUPLICATES:
+        raise ValueError(f"duplicates must be one of {', '.join(DUPLICATES)}, got {keep!r}")
+    dup = frame.duplicated(["user", "item"], keep="last" if keep == "last" else "first")
+    dup_rows = dup.to_numpy()
+    if not dup_rows.any():
         return frame
-    row, count = _first(frame, dup)
-    where = "" if domain is None else f" in domain {domain!r}"
+    row, count = _first(frame, dup_rows)
+    first = int(np.flatnonzero(dup_rows)[0])
+
+    def file_of(pos: int) -> str:
+        return path if paths is None else paths[int(frame[FILE].iloc[pos])]
+
+    in_domain = "" if domain is None else f" in domain {domain!r}"
+    if keep == "error":
+        pair = frame[["user", "item"]].iloc[first]
+        same = ((frame["user"] == pair["user"]) & (frame["item"] == pair["item"])).to_numpy()
+        earlier = int(np.flatnonzero(same)[0])
+        of = "" if paths is None else f" of file {file_of(earlier)}"
+        raise DataError(
+            f"(user, item) pair ({_show(pair['user'])}, {_show(pair['item'])}) occurs again"
+            f"{in_domain}, first at row {int(frame[ROW].iloc[earlier])}{of}; "
+            f"{count} such repeated row(s); set duplicates: first or last to keep one row of "
+            f"each pair ({rows})", path=file_of(first), row=row)
+    kept, dropped = ("last", "earlier") if keep == "last" else ("first", "later")
+    order = "" if paths is None else " (files in the order given)"
+    of = "" if paths is None else f" of file {file_of(first)}"
+    head = f"file {path}" if paths is None else f"files {', '.join(paths)}"
     warnings.warn(
-        f"file {path}: {count} duplicate (user, item) row(s){where}; kept the last occurrence of "
-        f"each pair and dropped {count} earlier row(s), the first at row {row} ({rows})",
-        DataWarning, stacklevel=4)
-    return frame.loc[~dup]
+        f"{head}: {count} duplicate (user, item) row(s){in_domain}; kept the {kept} occurrence "
+        f"of each pair{order} and dropped {count} {dropped} row(s), the first at row {row}{of} "
+        f"({rows})", DataWarning, stacklevel=4)
+    return frame.loc[~dup_rows]
 
 
 def validate_interactions(frame: pd.DataFrame, columns: Mapping[str, Hashable | None], *,
                           path: str, rows: str, rating_scale: tuple[float, float] | None,
                           header: bool = True, domain: str | None = None,
-                          keep: Sequence[Hashable] = ()) -> pd.DataFrame:
+                          keep: Sequence[Hashable] = (), duplicates: str = "last"
+                          ) -> pd.DataFrame:
     """Check one domain's rows from one file and return them in the common form.
 
     ``frame`` holds the file's columns plus ``ROW``; ``columns`` maps the roles ``user``,
     ``item``, ``rating`` (``None``: implicit, all 1) and ``timestamp`` (``None``: absent) to the
     file's columns. The result has columns ``user``, ``item`` (ids as read), ``rating``
     (float32), ``timestamp`` (int64, if given), ``ROW`` and the ``keep`` columns, with duplicate
-    pairs removed (last kept, ``DataWarning``).
+    pairs removed as ``duplicates`` says (see :func:`drop_duplicate_pairs`; default: the last
+    kept, with a ``DataWarning``).
     """
     require_columns(frame, columns, path=path, header=header)
     check_not_empty(frame, path=path, domain=domain)
@@ -299,7 +338,7 @@ def validate_interactions(frame: pd.DataFrame, columns: Mapping[str, Hashable | 
     # Later checks across files (mixed id types) name rows with the file's own convention and
     # column labels; pandas keeps ``attrs`` through the row selections that follow.
     result.attrs.update(rows=rows, labels=labels)
-    return drop_duplicate_pairs(result, path=path, rows=rows, domain=domain)
+    return drop_duplicate_pairs(result, path=path, rows=rows, domain=domain, keep=duplicates)
 
 
 MIXED_IDS = ("warn", "error")
@@ -313,6 +352,13 @@ class IdSource:
     rows: np.ndarray  # the row number (``ROW``) of each id
     label: str  # the column as messages name it
     convention: str = ROWS_TABLE  # how ``rows`` count (one of the ``ROWS_*`` sentences)
+    # Ids concatenated from several files: the files, and each id's file (index into them).
+    files: tuple[str, ...] = ()
+    file_of: np.ndarray | None = None
+
+    def path_at(self, pos: int) -> str | None:
+        """The file the ``pos``-th id was read from."""
+        return self.path if self.file_of is None else self.files[int(self.file_of[pos])]
 
 
 def normalise_ids(parts: Sequence[pd.Series | np.ndarray], mode: str = "auto", *,
@@ -372,7 +418,12 @@ def _mixed_ids(texts: Sequence[pd.Series], is_int: Sequence[np.ndarray], *, role
     value = texts[part].iloc[pos]
     source = sources[part] if sources is not None else None
     convention = source.convention if source is not None else ROWS_TABLE
-    files = {s.path for s, o in zip(sources, odd, strict=True) if o.any()} if sources else set()
+    files: set[str | None] = set()
+    for src, o in zip(sources or [], odd, strict=False):
+        if src.file_of is None:
+            files |= {src.path} if o.any() else set()
+        else:
+            files |= {src.files[int(k)] for k in np.unique(src.file_of[o])}
     across = f" across {len(files)} files" if len(files) > 1 else ""
     more = "" if count == 1 else f"; {count} such rows{across}, the first is named"
     then = (f"every {role} id would be read as text, and text ids sort differently, which "
@@ -382,7 +433,7 @@ def _mixed_ids(texts: Sequence[pd.Series], is_int: Sequence[np.ndarray], *, role
             "text ids sort differently, which changes seeded splits; make the ids one type")
     message = (f"{role} id {_show(value)} is not an integer, but {n_int} of the {n} rows have "
                f"integer {role} ids: {then} ({convention}{more})")
-    error = DataError(message, path=None if source is None else source.path,
+    error = DataError(message, path=None if source is None else source.path_at(pos),
                       row=None if source is None else int(source.rows[pos]),
                       column=None if source is None else source.label)
     if mixed == "error":
