@@ -88,7 +88,16 @@ SMALL = {"epochs": 2, "patience": 1, "dim": 8, "engine": "vectorised"}
 
 
 def _shrink(config: type[BaseModel]) -> dict[str, Any]:
-    return {name: value for name, value in SMALL.items() if name in config.model_fields}
+    """The budget fields of ``config`` at their tiny values, and the same for every nested
+    config it holds (a multi-stage method's per-stage settings: UCLR's pge, autoencoder, ...)."""
+    params = {name: value for name, value in SMALL.items() if name in config.model_fields}
+    for name, field in config.model_fields.items():
+        kind = field.annotation
+        if name != "base_config" and isinstance(kind, type) and issubclass(kind, BaseModel):
+            nested = _shrink(kind)
+            if nested:
+                params[name] = nested
+    return params
 
 
 def small_params(cls: type) -> dict[str, Any]:

@@ -415,6 +415,52 @@ def plot_tsne_command(
     typer.echo(f"written {out}")
 
 
+@app.command("plot-temperatures")
+def plot_temperatures_command(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory with saved models",
+                                            exists=True, file_okay=False)],
+    model: Annotated[str, typer.Option(help="model label (UCLR or PGE+UCL-AE)")] = "UCLR",
+    seed: Annotated[int | None, typer.Option(help="which seed (default: the first)")] = None,
+    groups: Annotated[int, typer.Option(min=1, help="activity groups")] = 9,
+    domain: Annotated[str | None, typer.Option(help=(
+        "the temperatures a domain's finetune ended with, against that domain's activity "
+        "(default: the shared stage's, against all domains' interactions)"))] = None,
+) -> None:
+    """Learned per-user temperatures by user activity group, mean and std (UCLR Fig. 5)."""
+    from cdrec.config import load_config, load_data
+    from cdrec.figures import plot_temperatures, temperature_groups
+    from cdrec.models.multitarget.uclr import UCLR
+    from cdrec.models.persist import load_model
+    from cdrec.scenarios.leave_one_out import distinct_items_per_user
+
+    try:
+        file = _model_file(run_dir, model, seed)
+        fitted = load_model(file)
+        if not isinstance(fitted, UCLR):
+            raise TypeError(f"{model} is not UCLR or one of its ablations: it learns no "
+                            "per-user temperatures")
+        cfg = load_config(run_dir / "config.yaml")
+        chosen = int(file.stem.rpartition("_seed")[2])
+        train = cfg.scenario.build().split(load_data(cfg.data), chosen).train
+        domains = [domain] if domain is not None else train.domains
+        counts = distinct_items_per_user(train.data[domains[0]].interactions,
+                                         train.data[domains[0]].n_items, train.data.n_users)
+        for d in domains[1:]:
+            counts = counts + distinct_items_per_user(train.data[d].interactions,
+                                                      train.data[d].n_items, train.data.n_users)
+        table = temperature_groups(counts, fitted.user_temperatures(domain).cpu(), groups)
+        stem = f"temperatures_{file.stem}" + (f"_{domain}" if domain else "")
+        out = run_dir / f"{stem}.png"
+        table.to_csv(run_dir / f"{stem}.csv", index=False)
+        plot_temperatures(table, out, f"{model}, seed {chosen}"
+                          + (f", {domain} finetune" if domain else "")
+                          + ": learned temperature by user activity")
+    except USER_ERRORS as err:
+        fail(err)
+    typer.echo(table.to_string(index=False))
+    typer.echo(f"written {out}")
+
+
 @app.command("federated-devices")
 def federated_devices_command(
     config: Annotated[Path, typer.Argument(help="a cdrec YAML config", exists=True,

@@ -1,5 +1,6 @@
-"""Figures of a fitted transfer method: t-SNE of transformed against true target embeddings
-(MetaEM's Fig. 2, for MetaEM and PTUPCDR alike).
+"""Figures of fitted models: t-SNE of a transfer method's transformed against true target
+embeddings (MetaEM's Fig. 2, for MetaEM and PTUPCDR alike), and learned per-user temperatures
+against user activity (UCLR's Fig. 5).
 
 For the training overlap users, the true target embedding is the one the target model learned
 from their target ratings, and the transformed one is what the method maps from their source
@@ -17,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from cdrec.data.dataset import CrossDomainData
@@ -90,3 +92,47 @@ def plot_transfer_tsne(embeddings: dict[str, torch.Tensor], path: Path, title: s
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return coords
+
+
+def temperature_groups(counts: torch.Tensor, temperatures: torch.Tensor, groups: int = 9
+                       ) -> pd.DataFrame:
+    """Users with at least one training interaction ranked from the most to the least active
+    (``counts``) and cut into ``groups`` groups of (nearly) equal size, as UCLR's Fig. 5 groups
+    its users; per group the range of counts and the mean and standard deviation of the
+    learned ``temperatures``."""
+    if counts.shape != temperatures.shape:
+        raise ValueError(f"counts {tuple(counts.shape)} and temperatures "
+                         f"{tuple(temperatures.shape)} must have one entry per user")
+    active = (counts > 0).nonzero().squeeze(1)
+    if active.numel() < groups:
+        raise ValueError(f"{active.numel()} active users cannot fill {groups} groups")
+    order = active[torch.argsort(counts[active], descending=True, stable=True)]
+    rows = []
+    for g, members in enumerate(torch.tensor_split(order, groups), start=1):
+        tau, c = temperatures[members].double(), counts[members]
+        rows.append({"group": g, "users": members.numel(), "max_interactions": int(c.max()),
+                     "min_interactions": int(c.min()), "tau_mean": float(tau.mean()),
+                     "tau_std": float(tau.std()) if members.numel() > 1 else 0.0})
+    return pd.DataFrame(rows)
+
+
+def plot_temperatures(table: pd.DataFrame, path: Path, title: str) -> None:
+    """Mean +- std of the temperature per activity group (from :func:`temperature_groups`),
+    the most active group first, each labelled with its range of interaction counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.bar(table["group"], table["tau_mean"], yerr=table["tau_std"], capsize=3,
+           color="#4c72b0")
+    labels = [f"{lo}-{hi}" if lo != hi else f"{lo}"
+              for lo, hi in zip(table["min_interactions"], table["max_interactions"], strict=True)]
+    ax.set_xticks(table["group"], labels, rotation=30, fontsize=8)
+    ax.set_xlabel("training interactions of the group's users (most active first)")
+    ax.set_ylabel("learned temperature")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

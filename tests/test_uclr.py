@@ -1,0 +1,180 @@
+"""UCLR and its ablations: what each stage trains and keeps, and transfer on clustered data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cdrec.data.dataset import CrossDomainData, Domain, Interactions
+from cdrec.models import available_models, build_model
+from cdrec.models.multitarget.uclr import UCLR, CollaborativeAutoencoder, combined_loss
+from cdrec.nn.contrastive import IndividualTemperatures
+from cdrec.scenarios.leave_one_out import LeaveOneOut
+from cdrec.train import FitContext
+
+ABLATIONS = ["PGE", "PGE+AE", "PGE+CL-AE", "PGE+UCL-AE", "UCLR"]
+
+
+def two_domain_clusters(n_users: int = 240, n_items: int = 100, n_clusters: int = 5,
+                        dense: int = 12, sparse: int = 3, seed: int = 0) -> CrossDomainData:
+    """Users in 5 clusters take items of their cluster's block in both domains: many in "a",
+    three each in "b" (where a user's own items tell little; the shared cluster, seen in "a",
+    tells which block)."""
+    rng = np.random.default_rng(seed)
+    size = n_items // n_clusters
+    cluster = np.arange(n_users) % n_clusters
+    domains = {}
+    for name, per_user in (("a", dense), ("b", sparse)):
+        users = np.repeat(np.arange(n_users), per_user)
+        items = np.concatenate([cluster[u] * size + rng.choice(size, per_user, replace=False)
+                                for u in range(n_users)])
+        inter = Interactions(torch.from_numpy(users), torch.from_numpy(items),
+                             torch.ones(len(users)))
+        domains[name] = Domain(name, np.arange(n_items), inter)
+    return CrossDomainData(np.arange(n_users), domains, name="clusters2")
+
+
+@pytest.fixture(scope="module")
+def split():
+    return LeaveOneOut(n_neg=50, ks=(10,)).split(two_domain_clusters(), 0)
+
+
+SMALL = {"pge": {"dim": 16, "epochs": 40, "lr": 0.01, "batch_size": 256},
+         "autoencoder": {"hidden": [16, 8], "epochs": 10, "batch_size": 64, "lr": 0.003},
+         "finetune": {"epochs": 10, "batch_size": 256, "lr": 0.003, "rank": 4}}
+
+
+@pytest.fixture(scope="module")
+def fitted(split):
+    return {name: build_model(name, **SMALL).fit(split.train, split.validation,
+                                                 FitContext(progress=False))
+            for name in ABLATIONS}
+
+
+def test_the_ablations_are_registered_for_leave_one_out() -> None:
+    models = available_models()
+    for name in ABLATIONS:
+        assert issubclass(models[name], UCLR)
+        assert models[name].supports == frozenset({"leave_one_out"})
+
+
+def test_each_variant_has_exactly_its_stages(fitted) -> None:
+    stages = {name: [s.stage for s in model.stages_] for name, model in fitted.items()}
+    assert stages["PGE"] == ["pge"]
+    assert stages["PGE+AE"] == stages["PGE+CL-AE"] == stages["PGE+UCL-AE"] == [
+        "pge", "autoencoder"]
+    assert stages["UCLR"] == ["pge", "autoencoder", "finetune_a", "finetune_b"]
+    assert fitted["PGE"].autoencoder is None
+    assert fitted["PGE+AE"].temperatures is None
+
+
+def test_lora_keeps_the_pretrained_table_and_moves_each_domain(fitted) -> None:
+    model = fitted["UCLR"]
+    table = model.pge.user_factors.weight
+    assert not table.requires_grad  # frozen after stage 1
+    for name in ("a", "b"):
+        head = model.heads[name]
+        assert torch.equal(head.users.weight_0, table)  # W_0 is the PGE table, unchanged
+        assert head.users.lora_b.abs().max() > 0  # B left zero: the finetune moved the users
+        assert not torch.equal(head.users.merged(), table)
+    assert not torch.equal(model.heads["a"].users.lora_b, model.heads["b"].users.lora_b)
+
+
+def test_the_finetune_gradient_reaches_lora_items_and_autoencoder_only(fitted) -> None:
+    model = fitted["UCLR"]
+    head = model.heads["a"]
+    model.zero_grad(set_to_none=True)  # leftovers of the fit's last step
+    model.train()
+    users = torch.tensor([0, 1, 2, 3])
+    rows = head.users(users)
+    score = (head.autoencoder(rows) * head.items(torch.tensor([0, 1, 2, 3]))).sum()
+    loss = score + combined_loss(head.autoencoder, head.temperatures, rows,
+                                 torch.tensor([True, False, False, True]), users, 1e-3)
+    loss.backward()
+    model.eval()
+    assert head.users.lora_b.grad is not None and head.users.lora_b.grad.abs().sum() > 0
+    assert head.items.weight.grad is not None
+    assert all(p.grad is not None for p in head.autoencoder.parameters())
+    assert model.pge.user_factors.weight.grad is None
+    assert "weight_0" not in dict(head.named_parameters())
+
+
+def test_temperatures_per_user_or_one_global(fitted) -> None:
+    individual = fitted["PGE+UCL-AE"].user_temperatures()
+    bounds = torch.tensor([1e-5, 1.0], dtype=individual.dtype)  # as float32 holds them
+    assert bool((individual >= bounds[0]).all()) and bool((individual <= bounds[1]).all())
+    assert float(individual.std()) > 0  # users got their own temperatures
+    fixed = fitted["PGE+CL-AE"].user_temperatures()
+    assert torch.equal(fixed, torch.full_like(fixed, 0.1))
+    with pytest.raises(ValueError, match="no per-user temperatures"):
+        fitted["PGE+AE"].user_temperatures()
+
+
+def test_scores_are_the_reconstruction_stream_dotted_with_items(fitted) -> None:
+    model = fitted["PGE+UCL-AE"]
+    users = torch.tensor([3, 7])
+    with torch.no_grad():
+        expected = model.autoencoder(model.pge.user_factors.weight[users]) @ \
+            model.pge.item_factors.weight[model.offsets_["b"]:].T
+    assert torch.allclose(model.score_users("b", users, 100), expected, atol=1e-6)
+    items = torch.tensor([5, 60])
+    assert torch.allclose(model.predict("b", users, items), expected[[0, 1], items], atol=1e-6)
+
+
+def test_masked_users_share_one_code() -> None:
+    """Eq. 3 as written: a masked user's E' row is zero, so its e' = enc(0), the same for every
+    masked user of the batch."""
+    ae = CollaborativeAutoencoder(6, [5, 3])
+    temps = IndividualTemperatures(4, tau_init=0.5)
+    embeddings = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    masked = torch.tensor([True, False, True, False])
+    codes = ae.encoder(embeddings * (~masked).unsqueeze(1).float())
+    assert torch.equal(codes[0], codes[2])
+    loss = combined_loss(ae, temps, embeddings, masked, torch.arange(4), 1e-3)
+    assert torch.isfinite(loss)
+
+
+def test_cross_domain_pretraining_helps_the_sparse_domain(split, fitted) -> None:
+    """On "b" a user has three items; the global embedding also sees their dozen in "a", which
+    names their cluster: PGE and UCLR beat BPR trained on each domain alone, and Popularity."""
+    context = FitContext(progress=False)
+    bpr = build_model("BPR", dim=16, epochs=40, lr=0.01, batch_size=256, n_neg=1).fit(
+        split.train, split.validation, context)
+    popularity = build_model("Popularity").fit(split.train)
+    metric = "b/NDCG@10"
+    base = split.test.evaluate(bpr)[metric]
+    floor = split.test.evaluate(popularity)[metric]
+    for name in ("PGE", "UCLR"):
+        value = split.test.evaluate(fitted[name])[metric]
+        assert value > base + 0.05, (name, value, base)
+        assert value > floor + 0.1, (name, value, floor)
+
+
+def test_save_and_load_predict_the_same(fitted, tmp_path) -> None:
+    from cdrec import load
+
+    model = fitted["UCLR"]
+    path = model.save(tmp_path / "uclr.pt")
+    loaded = load(path)
+    users = torch.arange(10)
+    for name in ("a", "b"):
+        assert torch.equal(loaded.score_users(name, users, 100), model.score_users(name, users, 100))
+    assert torch.equal(loaded.user_temperatures("a"), model.user_temperatures("a"))
+
+
+def test_temperature_groups_rank_users_by_activity(tmp_path) -> None:
+    from cdrec.figures import plot_temperatures, temperature_groups
+
+    counts = torch.tensor([0, 9, 1, 5, 2, 7, 3, 8, 4, 6])  # user 0 never interacted
+    tau = counts.float() / 10
+    table = temperature_groups(counts, tau, groups=3)
+    assert table["users"].tolist() == [3, 3, 3]  # the 9 active users, most active first
+    assert table["max_interactions"].tolist() == [9, 6, 3]
+    assert table["min_interactions"].tolist() == [7, 4, 1]
+    assert table["tau_mean"].tolist() == pytest.approx([0.8, 0.5, 0.2])
+    assert table["tau_std"].tolist() == pytest.approx([0.1, 0.1, 0.1])
+    plot_temperatures(table, tmp_path / "t.png", "test")
+    assert (tmp_path / "t.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="cannot fill"):
+        temperature_groups(counts, tau, groups=10)
