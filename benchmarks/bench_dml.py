@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -49,15 +48,12 @@ import torch
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.data.readers import read_douban
 from cdrec.models import build_model
+from cdrec.runtime import peak_rss_mib
 from cdrec.split import TrainView
 from cdrec.train import FitContext, resolve_device, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = ("book", "music")
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def draw_rows(n_rows: int, wanted: int, gen: torch.Generator) -> torch.Tensor:

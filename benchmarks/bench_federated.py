@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -32,14 +31,11 @@ from cdrec.federated.secure import SecureSettings
 from cdrec.models import build_model
 from cdrec.models.bases.pretrain import new_base
 from cdrec.models.coldstart.federated import FederatedRound
+from cdrec.runtime import peak_rss_mib
 from cdrec.scenarios.coldstart import ColdStartUsers
 from cdrec.train import FitContext, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def analytic_numbers(base: torch.nn.Module, name: str) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,15 +31,12 @@ from cdrec.data.readers import read_douban
 from cdrec.models import build_model
 from cdrec.models.bases.mf import MFConfig
 from cdrec.models.bases.pretrain import fit_base, new_base
+from cdrec.runtime import peak_rss_mib
 from cdrec.scenarios.coldstart import ColdStartUsers
 from cdrec.split import TrainView
 from cdrec.train import FitContext, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def epoch_rate(train: TrainView, domain: str, epochs: int, device: torch.device,

@@ -15,7 +15,6 @@ per second and peak memory.
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 from pathlib import Path
 
@@ -27,14 +26,11 @@ from cdrec.data.readers import read_douban
 from cdrec.models import build_model
 from cdrec.models.persist import load_model
 from cdrec.models.recommender import Recommender
+from cdrec.runtime import peak_rss_mib
 from cdrec.scenarios.coldstart import ColdStartUsers
 from cdrec.train import FitContext, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ ratings) instead of the synthetic data.
 from __future__ import annotations
 
 import argparse
-import resource
 import tempfile
 import time
 from collections import defaultdict
@@ -32,15 +31,12 @@ from cdrec.data.readers import read_douban
 from cdrec.data.synthetic import resample_users, skewed_two_domain
 from cdrec.models import build_model
 from cdrec.models.bases import BaseCache
+from cdrec.runtime import peak_rss_mib
 from cdrec.scenarios import build_scenario
 from cdrec.train import FitContext, resolve_device, seed_everything
 
 DEFAULT_MODELS = ["ItemMean", "TGT", "EMCDR", "PTUPCDR", "TMCDR_MF"]
 TRANSFER = {"EMCDR", "PTUPCDR", "TMCDR_MF"}
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Process-wide runtime settings of a run: thread counts, and the memory allocator.
+"""Process-wide runtime settings of a run: thread counts, and the memory allocator; and the
+process's peak memory, which the benchmarks print.
 
 ``set_threads`` applies a config's ``threads``/``interop_threads``. ``keep_freed_memory``
 keeps freed tensor memory in the process instead of handing it back to the kernel: glibc's
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import resource
 import sys
 
 import torch
@@ -61,3 +63,8 @@ def set_threads(intra_op: int | None, inter_op: int | None) -> None:
         torch.set_num_threads(intra_op)
     if inter_op is not None and inter_op != torch.get_num_interop_threads():
         torch.set_num_interop_threads(inter_op)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, in MiB (Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
