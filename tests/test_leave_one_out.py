@@ -15,7 +15,11 @@ from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.data.schema import DataError
 from cdrec.evaluation import MultiDomainEvaluator, SampledRankingEvaluator
 from cdrec.scenarios import scenario_class
-from cdrec.scenarios.leave_one_out import LeaveOneOut, sample_distinct_negatives
+from cdrec.scenarios.leave_one_out import (
+    LeaveOneOut,
+    sample_distinct_negatives,
+    training_counts,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -255,6 +259,10 @@ def test_unknown_domain_names_the_available_ones(amazon):
     ({"ks": [10, 10]}, ValueError, "ks repeats"),
     ({"domains": []}, ValueError, "domains is empty"),
     ({"domains": "phone"}, TypeError, "list of domain names"),
+    ({"low_activity": 0}, ValueError, "low_activity must be null or an integer >= 1"),
+    ({"low_activity": -2}, ValueError, "low_activity must be null or an integer >= 1"),
+    ({"low_activity": True}, ValueError, "low_activity must be null or an integer >= 1"),
+    ({"low_activity": 2.5}, ValueError, "low_activity must be null or an integer >= 1"),
 ])
 def test_bad_parameters_are_refused(kwargs, error, message):
     with pytest.raises(error, match=message):
@@ -279,3 +287,199 @@ def test_the_config_runs_end_to_end(tmp_path):
     assert pop["NDCG@10"]["mean"] == pytest.approx(
         (pop["phone/NDCG@10"]["mean"] + pop["electronic/NDCG@10"]["mean"]) / 2)
     assert pop["HR@10"]["mean"] > 0.3  # far above chance (0.1): popularity is a real signal
+
+
+# ---- low-activity users (UCLR Sec. 4.4, Table 3) -------------------------------------------
+
+
+def _activity_toy() -> CrossDomainData:
+    """Two domains of 60 items, every row timestamped (so the held-out rows are known).
+
+    a: u0 items 0,1; u1 2,3,4; u2 5-8; u3 10-15; u4 20,20,21,22 (item 20 twice); u5 item 30
+       only (never held out); u6 nothing.
+    b: u0 40-45; u1 40,41; u3 40-42; u6 46-48.
+    """
+    rows = {"a": [(0, [0, 1]), (1, [2, 3, 4]), (2, [5, 6, 7, 8]), (3, list(range(10, 16))),
+                  (4, [20, 20, 21, 22]), (5, [30])],
+            "b": [(0, list(range(40, 46))), (1, [40, 41]), (3, [40, 41, 42]), (6, [46, 47, 48])]}
+    domains = {}
+    for name, per_user in rows.items():
+        user = torch.tensor([u for u, items in per_user for _ in items])
+        item = torch.tensor([i for _, items in per_user for i in items])
+        time = torch.arange(1, len(user) + 1)  # later in the list: later in time
+        domains[name] = Domain(name, np.arange(60),
+                               Interactions(user, item, torch.ones(len(user)), time))
+    return CrossDomainData(np.array([f"u{u}" for u in range(7)]), domains)
+
+
+def _by_hand(ev, users: set[int], ks) -> dict[str, float]:
+    """Score = -item: the positive's rank is 1 + its negatives with a smaller id (no ties).
+    The metrics averaged over ``users`` in plain Python."""
+    values: dict[str, list[float]] = {}
+    for u, pos, negs in zip(ev.users.tolist(), ev.positives.tolist(), ev.negatives.tolist(),
+                            strict=True):
+        if u not in users:
+            continue
+        rank = 1 + sum(n < pos for n in negs)
+        values.setdefault("MRR", []).append(1 / rank)
+        for k in ks:
+            values.setdefault(f"HR@{k}", []).append(float(rank <= k))
+            values.setdefault(f"NDCG@{k}", []).append(1 / math.log2(rank + 1) if rank <= k else 0.0)
+    return {name: sum(v) / len(v) for name, v in values.items()}
+
+
+def test_training_counts_are_distinct_items_per_user_and_domain():
+    split = LeaveOneOut(n_neg=5, validation=False).split(_activity_toy(), 0)
+    counts = training_counts(split.train)
+    assert list(counts) == ["a", "b"]
+    # a: the latest item of each user with two or more held out; u4 keeps 20 (twice) and 21.
+    assert counts["a"].tolist() == [1, 2, 3, 5, 2, 1, 0]
+    assert counts["b"].tolist() == [5, 1, 0, 2, 0, 0, 2]
+    with_val = training_counts(LeaveOneOut(n_neg=5).split(_activity_toy(), 0).train)
+    assert with_val["a"].tolist() == [1, 1, 2, 4, 1, 1, 0]  # one more item out where two remain
+    assert with_val["b"].tolist() == [4, 1, 0, 1, 0, 0, 1]
+
+
+@pytest.mark.parametrize(("validation", "low"), [
+    (False, {"a": {0, 1, 4}, "b": {1, 3, 6}}),     # u2 (3 items) and u3 (5) left out of a
+    (True, {"a": {0, 1, 2, 4}, "b": {1, 3, 6}}),    # counted after validation: u2 has 2 left
+])
+def test_low_activity_metrics_average_exactly_the_users_with_at_most_two_items(validation, low):
+    scenario = LeaveOneOut(n_neg=5, ks=[1, 3], validation=validation, low_activity=2)
+    split = scenario.split(_activity_toy(), 0)
+    model = ScoreFn(lambda d, u, i: -i.double())
+    metrics = split.test.evaluate(model)
+    for name in ("a", "b"):
+        ev = split.test.for_domain(name)
+        assert split.info[f"{name}_low_activity_users"] == len(low[name])
+        overall = _by_hand(ev, set(ev.users.tolist()), (1, 3))
+        restricted = _by_hand(ev, low[name], (1, 3))
+        for metric in ("MRR", "HR@1", "NDCG@1", "HR@3", "NDCG@3"):
+            assert metrics[f"{name}/{metric}"] == pytest.approx(overall[metric])
+            assert metrics[f"{name}/low/{metric}"] == pytest.approx(restricted[metric])
+    for metric in ("MRR", "NDCG@3"):
+        assert metrics[f"low/{metric}"] == pytest.approx(
+            (metrics[f"a/low/{metric}"] + metrics[f"b/low/{metric}"]) / 2)
+    assert split.info["low_activity"] == 2
+    # Per user: the group's columns hold the user's own value inside the group, NaN outside.
+    table = split.test.per_user(model)
+    assert list(table.columns) == ["domain", "user", "NDCG@1", "MRR", "HR@1", "HR@3", "NDCG@3",
+                                   "low/NDCG@1", "low/MRR", "low/HR@1", "low/HR@3",
+                                   "low/NDCG@3"]
+    inside = table.apply(lambda r: r.user in low[r.domain], axis=1)
+    assert table.loc[~inside, "low/MRR"].isna().all()
+    np.testing.assert_array_equal(table.loc[inside, "low/MRR"], table.loc[inside, "MRR"])
+    if validation:  # early stopping and model selection see the overall metric only
+        assert not any("low" in m for m in split.validation.evaluate(model))
+    assert split.test.main_metric == "NDCG@1"
+
+
+def test_low_activity_uses_the_training_counts_of_the_train_view(amazon):
+    split = LeaveOneOut(low_activity=9).split(amazon, 0)
+    counts = training_counts(split.train)
+    for name in ("phone", "electronic"):
+        ev = split.test.for_domain(name)
+        assert torch.equal(ev.groups["low"], counts[name][ev.users] <= 9)
+        assert split.info[f"{name}_low_activity_users"] == int((counts[name][ev.users] <= 9).sum())
+        assert split.validation.for_domain(name).groups == {}
+    assert 0 < split.info["phone_low_activity_users"] < split.info["phone_test_users"]
+
+
+def test_a_domain_without_low_activity_users_reports_nan_for_them():
+    toy = _activity_toy()
+    busy = Interactions(torch.tensor([0, 0, 0]), torch.tensor([40, 41, 42]), torch.ones(3),
+                        torch.tensor([1, 2, 3]))  # b: u0 alone, 2 items after the test one
+    data = toy.replace_domains({"a": toy["a"], "b": toy["b"].with_interactions(busy)})
+    split = LeaveOneOut(n_neg=5, validation=False, low_activity=1).split(data, 0)
+    assert split.info["a_low_activity_users"] == 1 and split.info["b_low_activity_users"] == 0
+    values = split.test.evaluate(ScoreFn(lambda d, u, i: -i.double()))
+    assert not math.isnan(values["a/low/MRR"]) and not math.isnan(values["b/MRR"])
+    assert math.isnan(values["b/low/MRR"]) and math.isnan(values["low/MRR"])  # undefined
+
+
+def test_low_activity_off_leaves_the_split_as_it_was(amazon, split):
+    assert "low_activity" not in split.info
+    assert not any("low" in key for key in split.info)
+    assert all(split.test.for_domain(n).groups == {} for n in split.test.domains)
+    on = LeaveOneOut(low_activity=2).split(amazon, 0)
+    for name in split.test.domains:  # the same users, positives and negatives
+        a, b = split.test.for_domain(name), on.test.for_domain(name)
+        assert torch.equal(a.negatives, b.negatives) and torch.equal(a.positives, b.positives)
+        assert torch.equal(split.validation.for_domain(name).negatives,
+                           on.validation.for_domain(name).negatives)
+
+
+def test_the_shipped_config_keeps_its_fingerprint_and_low_activity_changes_it():
+    from cdrec.config import fingerprint, load_config
+
+    path = ROOT / "configs" / "loo_amazon_sample.yaml"
+    cfg = load_config(path)
+    assert cfg.scenario.build().low_activity is None
+    # The runner hashes the params as written: a new field at its default adds nothing.
+    assert "low_activity" not in cfg.scenario.model_dump(mode="json")["params"]
+    model = {"model": "Popularity"}
+    on = load_config(path, ["scenario.params.low_activity=2"])
+    assert fingerprint(on, model, 0) != fingerprint(cfg, model, 0)  # other records: refit
+    with pytest.raises(ValueError, match="low_activity"):
+        load_config(path, ["scenario.params.low_activity=two"])
+
+
+def test_the_runner_reports_and_tests_the_low_activity_users(tmp_path):
+    """Popularity and BPR (one epoch) on the Amazon sample, whose users all hold 8+ training
+    items per domain: low_activity 9 makes a group of a few hundred users per domain."""
+    import pandas as pd
+    from scipy.stats import wilcoxon
+
+    from cdrec.config import load_config, load_data
+    from cdrec.runner import run
+
+    cfg = load_config(ROOT / "configs" / "loo_amazon_sample.yaml", [
+        "seeds=[0,1]", "progress=false", "save_models=false",
+        "models={Popularity: {}, BPR: {epochs: 1, batch_size: 65536}}",
+        "scenario.params.low_activity=9", "compare=[[BPR, Popularity]]",
+        f"output_dir={tmp_path}"])
+    out = Path(run(cfg)["dir"])
+    results = json.loads((out / "results.json").read_text())
+    users = pd.read_parquet(out / "per_user.parquet")
+    data = load_data(cfg.data)
+    for seed in (0, 1):
+        split = cfg.scenario.build().split(data, seed)
+        counts = training_counts(split.train)
+        for name in ("phone", "electronic"):
+            rows = users[(users.seed == seed) & (users.domain == name) & (users.model == "BPR")]
+            low = counts[name][torch.tensor(rows.user.to_numpy())] <= 9
+            assert np.array_equal(rows["low/NDCG@10"].notna().to_numpy(), low.numpy())
+            assert split.info[f"{name}_low_activity_users"] == int(low.sum())
+            for model in ("Popularity", "BPR"):
+                mine = users[(users.seed == seed) & (users.domain == name)
+                             & (users.model == model)]
+                assert results[model][f"{name}/low/NDCG@10"]["per_seed"][seed] == \
+                    pytest.approx(mine["low/NDCG@10"].mean())  # pandas skips the NaN
+    for model in ("Popularity", "BPR"):
+        cell = results[model]
+        assert cell["low/MRR"]["mean"] == pytest.approx(
+            (cell["phone/low/MRR"]["mean"] + cell["electronic/low/MRR"]["mean"]) / 2)
+        assert "validation_NDCG@10" in cell and "validation_low/NDCG@10" not in cell
+    # Paired tests on the group's users only, against the floor and head to head.
+    signif = json.loads((out / "significance.json").read_text())
+    assert signif["best_floor"] == "Popularity"
+    pairs = users.pivot_table(index=["seed", "domain", "user"], columns="model",
+                              values="low/NDCG@10").dropna()
+    test = signif["tests"]["BPR"]["Popularity"]["low/NDCG@10"]
+    assert test["n"] == len(pairs) == int(users[users.model == "BPR"]["low/NDCG@10"].notna().sum())
+    assert test["wilcoxon_p"] == pytest.approx(wilcoxon(pairs.BPR, pairs.Popularity).pvalue)
+    duel = signif["head_to_head"][0]["tests"]
+    assert duel["low/MRR"]["n"] == test["n"] and "MRR" in duel
+    phone = signif["per_domain"]["phone"]["tests"]["BPR"]["Popularity"]["phone/low/NDCG@10"]
+    assert phone["n"] == int(users[(users.model == "BPR") & (users.domain == "phone")]
+                             ["low/NDCG@10"].notna().sum())
+    # results.md: the main table as before, then the group beside the overall metrics per domain.
+    text = (out / "results.md").read_text()
+    main = text.split("\n\n")[1]
+    assert main.startswith("| model | NDCG@10 | MRR | HR@10 | HR@20 | NDCG@20 | chosen_epoch")
+    assert "low/" not in main
+    assert "| BPR | Popularity | low/NDCG@10 |" in text
+    assert "## Low-activity users: test users with at most 9 training interactions" in text
+    for name in ("phone", "electronic"):
+        assert f"{name} (tested on the (seed, user) pairs of {name}; " in text
+    assert text.count("| model | NDCG@10 | MRR | HR@10 | HR@20 | NDCG@20 | low/NDCG@10 |") == 3

@@ -178,3 +178,33 @@ def test_temperature_groups_rank_users_by_activity(tmp_path) -> None:
     assert (tmp_path / "t.png").stat().st_size > 1000
     with pytest.raises(ValueError, match="cannot fill"):
         temperature_groups(counts, tau, groups=10)
+
+
+def test_plot_temperatures_command_from_a_run(tmp_path) -> None:
+    """`cdrec run` then `cdrec plot-temperatures` on the shipped sample: the figure and its
+    table are written, every active user lands in one of the groups."""
+    import pandas as pd
+    import yaml
+    from typer.testing import CliRunner
+
+    from cdrec.cli import app
+
+    tiny = {"pge": {"dim": 8, "epochs": 1}, "autoencoder": {"hidden": [8, 4], "epochs": 1},
+            "finetune": {"epochs": 1, "rank": 2}}
+    config = {"name": "uclr_cli", "output_dir": str(tmp_path), "progress": False,
+              "data": {"format": "amazon_implicit", "path": "sample:amazon_implicit",
+                       "domains": ["phone", "electronic"]},
+              "scenario": {"kind": "leave_one_out", "params": {"n_neg": 20, "ks": [10]}},
+              "models": {"UCLR": tiny, "Popularity": {}}, "seeds": [0]}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+    runner = CliRunner()
+    assert runner.invoke(app, ["run", str(path), "--quiet"]).exit_code == 0
+    run_dir = tmp_path / "uclr_cli"
+    res = runner.invoke(app, ["plot-temperatures", str(run_dir), "--groups", "4"])
+    assert res.exit_code == 0, res.output
+    assert (run_dir / "temperatures_UCLR_seed0.png").exists()
+    table = pd.read_csv(run_dir / "temperatures_UCLR_seed0.csv")
+    assert len(table) == 4 and table["users"].sum() == 3325  # every sample user is active
+    res = runner.invoke(app, ["plot-temperatures", str(run_dir), "--model", "Popularity"])
+    assert res.exit_code != 0 and "learns no per-user temperatures" in res.output

@@ -427,11 +427,13 @@ def plot_temperatures_command(
         "(default: the shared stage's, against all domains' interactions)"))] = None,
 ) -> None:
     """Learned per-user temperatures by user activity group, mean and std (UCLR Fig. 5)."""
+    import torch
+
     from cdrec.config import load_config, load_data
     from cdrec.figures import plot_temperatures, temperature_groups
     from cdrec.models.multitarget.uclr import UCLR
     from cdrec.models.persist import load_model
-    from cdrec.scenarios.leave_one_out import distinct_items_per_user
+    from cdrec.scenarios.leave_one_out import training_counts
 
     try:
         file = _model_file(run_dir, model, seed)
@@ -442,12 +444,11 @@ def plot_temperatures_command(
         cfg = load_config(run_dir / "config.yaml")
         chosen = int(file.stem.rpartition("_seed")[2])
         train = cfg.scenario.build().split(load_data(cfg.data), chosen).train
-        domains = [domain] if domain is not None else train.domains
-        counts = distinct_items_per_user(train.data[domains[0]].interactions,
-                                         train.data[domains[0]].n_items, train.data.n_users)
-        for d in domains[1:]:
-            counts = counts + distinct_items_per_user(train.data[d].interactions,
-                                                      train.data[d].n_items, train.data.n_users)
+        per_domain = training_counts(train)
+        if domain is not None and domain not in per_domain:
+            raise KeyError(f"{model} was fitted on {sorted(per_domain)}, not {domain!r}")
+        counts = per_domain[domain] if domain is not None else sum(
+            per_domain.values(), torch.zeros(train.data.n_users, dtype=torch.long))
         table = temperature_groups(counts, fitted.user_temperatures(domain).cpu(), groups)
         stem = f"temperatures_{file.stem}" + (f"_{domain}" if domain else "")
         out = run_dir / f"{stem}.png"

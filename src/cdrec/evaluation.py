@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Self
 
 import pandas as pd
@@ -157,12 +158,21 @@ class SampledRankingEvaluator(OneDomain):
     ``ks`` (ties resolved as their expectation under random tie-breaking, so a constant model
     scores exactly chance). ``evaluate`` averages over users; ``main_metric`` is
     ``NDCG@{ks[0]}``.
+
+    ``groups`` names subsets of the users, each a boolean ``[n]`` mask fixed with the split
+    (e.g. ``{"low": ...}``: the users with few training interactions, UCLR's Table 3). Every
+    metric is then also reported over each group's users alone as ``"{group}/{metric}"``: in
+    ``evaluate`` the mean over the group (NaN when it is empty), in ``per_user`` a column that
+    holds the user's value inside the group and NaN outside it. The NaN keeps one row per user,
+    so paired tests on ``{group}/{metric}`` (which drop NaN pairs) compare the group's users
+    only, with no second table to join. The main metric is never a group's.
     """
 
     higher_is_better = True
 
     def __init__(self, domain: str, users: torch.Tensor, positives: torch.Tensor,
-                 negatives: torch.Tensor, ks: tuple[int, ...] = (10, 20)) -> None:
+                 negatives: torch.Tensor, ks: tuple[int, ...] = (10, 20),
+                 groups: Mapping[str, torch.Tensor] | None = None) -> None:
         if users.dim() != 1 or positives.shape != users.shape or negatives.dim() != 2 \
                 or negatives.shape[0] != users.shape[0]:
             raise ValueError(f"users and positives must be [n] and negatives [n, n_neg], got "
@@ -175,6 +185,7 @@ class SampledRankingEvaluator(OneDomain):
         self.domain, self.users = domain, users
         self.positives, self.negatives, self.ks = positives, negatives, tuple(ks)
         self.main_metric = f"NDCG@{self.ks[0]}"
+        self.groups = _check_groups(groups or {}, users.shape)
 
     @property
     def n_neg(self) -> int:
@@ -183,16 +194,34 @@ class SampledRankingEvaluator(OneDomain):
     def _per_user(self, model: Predictor) -> dict[str, torch.Tensor]:
         items = torch.cat([self.positives.unsqueeze(1), self.negatives], 1)
         scores = score_pairs(model, self.domain, self.users.unsqueeze(1).expand_as(items), items)
-        values = sampled_rank_metrics(scores[:, 0], scores[:, 1:], self.ks)
-        return _main_first(values, self.main_metric)
+        values = _main_first(sampled_rank_metrics(scores[:, 0], scores[:, 1:], self.ks),
+                             self.main_metric)
+        nan = torch.tensor(float("nan"), dtype=torch.float64)
+        for group, mask in self.groups.items():
+            values.update({f"{group}/{name}": torch.where(mask, v, nan)
+                           for name, v in list(values.items()) if "/" not in name})
+        return values
 
     def evaluate(self, model: Predictor) -> dict[str, float]:
-        return {name: float(v.mean()) for name, v in self._per_user(model).items()}
+        # Over the users a column is defined for: all, or a group's (NaN if it has none).
+        return {name: float(v[~v.isnan()].mean()) for name, v in self._per_user(model).items()}
 
     def per_user(self, model: Predictor) -> pd.DataFrame:
         values = self._per_user(model)
         return pd.DataFrame({"user": self.users.numpy(),
                              **{name: v.numpy() for name, v in values.items()}})
+
+
+def _check_groups(groups: Mapping[str, torch.Tensor], shape: torch.Size
+                  ) -> dict[str, torch.Tensor]:
+    """``groups`` as a dict, each a boolean mask of ``shape`` named without a ``/``."""
+    for group, mask in groups.items():
+        if not group or "/" in group:
+            raise ValueError(f"a group name must be non-empty and hold no '/', got {group!r}")
+        if mask.dtype != torch.bool or mask.shape != shape:
+            raise ValueError(f"group {group!r} must be a boolean mask of shape {tuple(shape)}, "
+                             f"got {mask.dtype} {tuple(mask.shape)}")
+    return dict(groups)
 
 
 class RatingTopKEvaluator(RatingEvaluator):

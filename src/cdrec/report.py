@@ -23,7 +23,8 @@ def significance_table(per_user: pd.DataFrame, results: dict[str, dict[str, dict
                        names: dict[str, str], metrics: list[str], *, alpha: float = 0.05,
                        compare: list[tuple[str, str]] | None = None,
                        floors: list[str] | None = None,
-                       selection_metric: str | None = None) -> dict[str, Any]:
+                       selection_metric: str | None = None,
+                       per_domain: bool = False) -> dict[str, Any]:
     """Paired tests of every model against the best floor and against TGT, per metric, and of
     each ``(model, baseline)`` of ``compare`` head to head (``head_to_head``).
 
@@ -33,6 +34,12 @@ def significance_table(per_user: pd.DataFrame, results: dict[str, dict[str, dict
     best mean ``validation_<selection_metric>`` (validation users, never test users). Only if a
     floor lacks that score (a result saved by an older version) is it the best test mean, and
     ``best_floor_chosen_on`` says so.
+
+    A group's metric (``low/NDCG@10``: see :func:`metric_groups`) is NaN for the users outside
+    the group, so its tests pair the group's users only. With ``per_domain`` and a ``domain``
+    column, ``per_domain`` maps each domain to the same tests over its own (seed, user) pairs,
+    its metrics named ``{domain}/{metric}`` as in ``results`` (the per-domain tables of
+    :func:`group_tables`).
     """
     floors = [label for label in names if label in set(floors or [])]
     main = metrics[0]
@@ -78,7 +85,26 @@ def significance_table(per_user: pd.DataFrame, results: dict[str, dict[str, dict
             tests[metric] = paired_tests(a, b, higher_is_better=higher_is_better(metric),
                                          alpha=alpha)
         out["head_to_head"].append({"model": label, "baseline": ref, "tests": tests})
+    if per_domain and "domain" in per_user.columns:
+        out["per_domain"] = {}
+        for domain in dict.fromkeys(per_user["domain"]):
+            own = per_user[per_user["domain"] == domain].rename(
+                columns={m: f"{domain}/{m}" for m in metrics})
+            out["per_domain"][str(domain)] = significance_table(
+                own, results, names, [f"{domain}/{m}" for m in metrics], alpha=alpha,
+                compare=compare, floors=floors, selection_metric=selection_metric)
     return out
+
+
+def metric_groups(metrics: list[str]) -> dict[str, list[str]]:
+    """The user groups among per-user metric names: ``{group: its metrics}``, a group's metric
+    being named ``{group}/{metric}`` (e.g. ``low/NDCG@10``: the low-activity users of
+    ``leave_one_out``), in order of appearance. Plain metrics hold no ``/``."""
+    groups: dict[str, list[str]] = {}
+    for metric in metrics:
+        if "/" in metric:
+            groups.setdefault(metric.split("/", 1)[0], []).append(metric)
+    return groups
 
 
 def head_to_head_table(signif: dict[str, Any]) -> str:
@@ -121,40 +147,104 @@ def _cell(stats: dict[str, Any], signif: dict[str, Any], label: str, metric: str
     return text + (f" {marks}" if marks else "")
 
 
-def markdown_table(results: dict[str, dict[str, dict[str, Any]]], signif: dict[str, Any]) -> str:
-    metrics = list(signif["metrics"])
+def markdown_table(results: dict[str, dict[str, dict[str, Any]]], signif: dict[str, Any],
+                   metrics: list[str] | None = None, *, prefix: str = "",
+                   costs: bool = True, legend: bool = True) -> str:
+    """One row per model: mean ± std over seeds of each of ``metrics`` (default: the tested
+    metrics that belong to no group, i.e. name no ``/``), with significance marks, then the
+    costs (chosen epoch, fit seconds) unless ``costs`` is false, then a legend unless ``legend``
+    is false. ``prefix`` (a domain's ``phone/``) is left out of the column headers."""
+    if metrics is None:
+        metrics = [m for m in signif["metrics"] if "/" not in m]
     extra = [m for m in ("chosen_epoch", "fit_seconds")
-             if any(m in r for r in results.values())]
-    header = ["model", *metrics, *extra]
+             if costs and any(m in r for r in results.values())]
+    header = ["model", *(m.removeprefix(prefix) for m in metrics), *extra]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, res in results.items():
         cells = [label]
         cells += [_cell(res[m], signif, label, m, results) if m in res else "" for m in metrics]
         cells += [f"{res[m]['mean']:.1f}" if m in res else "–" for m in extra]
         lines.append("| " + " | ".join(cells) + " |")
-    direction = ", ".join(f"{m} {'higher' if up else 'lower'}"
-                          for m, up in signif["higher_is_better"].items())
+    table = "\n".join(lines) + "\n"
+    if not legend:
+        return table
+    direction = ", ".join(f"{m} {'higher' if signif['higher_is_better'][m] else 'lower'}"
+                          for m in metrics)
     refs = [f"{MARK_FLOOR} better than the best floor ({signif['best_floor']})"
             if signif["best_floor"] else "",
             f"{MARK_TGT} better than {signif['reference']}" if signif["reference"] else "",
             f"{MARK_LOSS} worse than the best floor" if signif["best_floor"] else ""]
-    legend = (f"mean ± std over seeds; better is {direction}. Paired Wilcoxon signed-rank test "
-              f"over {signif['pairs']} pairs at {signif['alpha']}: "
-              + ", ".join(r for r in refs if r)
-              + "; a mark needs the table's mean to agree. The test pairs per-user values "
-              "(per-user RMSE for RMSE). p-values of Wilcoxon and the paired t-test: "
-              "significance.json.")
-    return "\n".join(lines) + "\n\n" + legend + "\n"
+    text = (f"mean ± std over seeds; better is {direction}. Paired Wilcoxon signed-rank test "
+            f"over {signif['pairs']} pairs at {signif['alpha']}: "
+            + ", ".join(r for r in refs if r)
+            + "; a mark needs the table's mean to agree. The test pairs per-user values "
+            "(per-user RMSE for RMSE). p-values of Wilcoxon and the paired t-test: "
+            "significance.json.")
+    return table + "\n" + text + "\n"
+
+
+def _group_title(group: str, info: dict[str, Any]) -> str:
+    if group == "low" and "low_activity" in info:  # leave_one_out's low_activity
+        return (f"Low-activity users: test users with at most {info['low_activity']} training "
+                "interactions in the domain (UCLR's refined analysis, Table 3)")
+    return f"Group `{group}`: its test users only"
+
+
+def _group_size(group: str, domain: str, info: dict[str, Any]) -> str:
+    users = info.get(f"{domain}_low_activity_users") if group == "low" else None
+    return f"; {users} such test users in the first seed" if users is not None else ""
+
+
+def group_tables(results: dict[str, dict[str, dict[str, Any]]], signif: dict[str, Any],
+                 info: dict[str, Any]) -> str:
+    """Markdown of each user group's metrics beside the overall ones (see
+    :func:`metric_groups`), or ``""`` when the run has no group.
+
+    Per group, one table of the means over domains (or of the one evaluated domain) with the
+    pooled tests' marks, then one table per domain with that domain's tests
+    (``signif["per_domain"]``): left the metrics over all test users, right ``{group}/...`` over
+    the group's users alone, so each domain's low-activity numbers sit beside its overall
+    ones. ``info`` (the first seed's split info) names the group's threshold.
+    """
+    groups = metric_groups(list(signif["metrics"]))
+    if not groups:
+        return ""
+    overall = [m for m in signif["metrics"] if "/" not in m]
+    per_domain: dict[str, Any] = signif.get("per_domain") or {}
+    parts = []
+    for group, metrics in groups.items():
+        parts.append(f"## {_group_title(group, info)}\n")
+        where = "Mean over domains" if per_domain else "The evaluated domain"
+        parts.append(f"{where} (tested on {signif['pairs']} pairs):\n\n"
+                     + markdown_table(results, signif, [*overall, *metrics], costs=False,
+                                      legend=False))
+        for domain, sig in per_domain.items():
+            columns = [f"{domain}/{m}" for m in (*overall, *metrics)]
+            parts.append(f"{domain} (tested on the (seed, user) pairs of {domain}"
+                         f"{_group_size(group, domain, info)}):\n\n"
+                         + markdown_table(results, sig, columns, prefix=f"{domain}/",
+                                          costs=False, legend=False))
+        parts.append(f"Left: every test user; right (`{group}/...`): the group's users alone, "
+                     "their tests pairing those users only. Marks and directions as in the first "
+                     "table; a mean over domains averages the domains' means. An empty cell: no "
+                     "such user in any seed.\n")
+    return "\n".join(parts)
 
 
 def write_markdown(path: Path, name: str, results: dict[str, Any], signif: dict[str, Any],
                    split_info: dict[int, Any]) -> str:
+    """``results.md``: the main table (metrics over all test users; the means over domains of
+    a multi-domain protocol), the ``compare:`` pairs (every tested metric, groups' included),
+    each user group's tables (:func:`group_tables`) and the first seed's split info."""
     table = markdown_table(results, signif)
     duels = head_to_head_table(signif)
     if duels:
         table += (f"\nHead to head (config `compare:`; paired over {signif['pairs']}; the means "
                   f"are of per-user values, so they differ from pooled MAE/RMSE):\n\n{duels}")
     first: dict[str, Any] = next(iter(split_info.values()), {}) or {}
+    groups = group_tables(results, signif, first)
+    if groups:
+        table += "\n" + groups
     info = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in first.items())
     path.write_text(f"# {name}\n\n{table}\nSplit (first seed): {info}\n")
     return table

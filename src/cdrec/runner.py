@@ -2,10 +2,12 @@
 
 A run directory ``runs/<name>/`` holds: ``config.yaml`` (the resolved config, every model's full
 hyper-parameters included), ``results.json`` (``{model: {metric: {mean, std, per_seed}}}``),
-``results.md`` (the table, with significance marks), ``significance.json``, ``per_user.parquet``
-(each test user's metrics per model and seed), ``history.csv`` and ``curves.png`` (training
-curves), ``models/<label>_seed<seed>.pt`` (each fitted model, for ``cdrec recommend``; off with
-``save_models: false``), and ``seeds/`` + ``checkpoints/`` for ``--resume``.
+``results.md`` (the table, with significance marks; user groups such as leave-one-out's
+low-activity users get their own tables, see :func:`cdrec.report.group_tables`),
+``significance.json``, ``per_user.parquet`` (each test user's metrics per model and seed),
+``history.csv`` and ``curves.png`` (training curves), ``models/<label>_seed<seed>.pt`` (each
+fitted model, for ``cdrec recommend``; off with ``save_models: false``), and ``seeds/`` +
+``checkpoints/`` for ``--resume``.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from cdrec.train import FitContext, resolve_device, seed_everything
 
 def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     """Train and evaluate every model for every seed; write the run directory; return results."""
-    from cdrec.report import plot_curves, significance_table, write_markdown
+    from cdrec.report import metric_groups, plot_curves, significance_table, write_markdown
 
     device = resolve_device(config.device)
     set_threads(config.threads, config.interop_threads)
@@ -117,9 +119,13 @@ def run(config: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     names = {label: config.model_params(label)[0] for label in labels}
     models = available_models()
     floors = [label for label, name in names.items() if models[name].is_floor]
-    signif = significance_table(users_df, results, names, main_metrics(users_df),
+    metrics = main_metrics(users_df)
+    # A run with user groups (leave_one_out's low_activity) also tests each domain on its own:
+    # results.md shows each domain's group beside its overall metrics.
+    signif = significance_table(users_df, results, names, metrics,
                                 compare=config.compare, floors=floors,
-                                selection_metric=selection_metric)
+                                selection_metric=selection_metric,
+                                per_domain=bool(metric_groups(metrics)))
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "significance.json").write_text(json.dumps(signif, indent=1))
     (out / "splits.json").write_text(json.dumps(split_info, indent=1))

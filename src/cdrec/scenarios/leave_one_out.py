@@ -24,6 +24,20 @@ validation is removed from it (duplicate rows of the pair included), ``given_tes
 from every domain, and explicit ratings are binarised (every observed interaction is a
 positive). Negatives are distinct within a user's list and never one of the user's observed
 items, ``given_test`` rows included (also when ``use_given_test`` is false).
+
+Low-activity users (UCLR's refined analysis, Sec. 4.4 and Table 3): with ``low_activity`` set to
+an integer ``m``, each domain's test evaluator also reports every metric over the test users
+with at most ``m`` training interactions in that domain, as ``"low/{metric}"`` (per domain
+``"{domain}/low/{metric}"``; unprefixed ``"low/{metric}"`` is the mean over domains, as for the
+overall metrics). ``m = 2`` is Table 3's "one or two interactions". A user's count is the number
+of distinct items they hold in the train view's domain, i.e. after the test and validation
+positives are removed (:func:`training_counts`), and so fixed when the split is made; a test user
+with none there (possible with a ``given_test`` file) counts as low-activity too. The per-user
+tables carry ``low/{metric}`` beside ``{metric}`` (NaN outside the group), so the runner's paired
+tests and ``compare:`` cover the group's users alone. Only the test evaluators get the group:
+early stopping and model selection stay on the overall validation metric. ``split.info`` gives
+``low_activity`` and each domain's ``{domain}_low_activity_users``; none of these exist when
+``low_activity`` is ``None`` (the default), which leaves the split and its metrics as they were.
 """
 
 from __future__ import annotations
@@ -49,6 +63,8 @@ from cdrec.scenarios.common import (
 )
 from cdrec.scenarios.registry import register_scenario
 from cdrec.split import Evaluator, Split, TrainView
+
+LOW_ACTIVITY = "low"  # the group name: metrics "low/NDCG@10", "phone/low/NDCG@10"
 
 REJECTION_ROUNDS = 30  # then the few rows still colliding are drawn exactly, densely
 DENSE_BUDGET = 1 << 24  # entries of the dense random-key block in that exact fallback
@@ -78,6 +94,20 @@ def distinct_items_per_user(inter: Interactions, n_items: int, n_users: int) -> 
     """``[n_users]`` count of each user's distinct items in ``inter``."""
     keys = observed_keys(inter.user, inter.item, n_items)
     return torch.bincount(keys // n_items, minlength=n_users)
+
+
+def training_counts(train: TrainView) -> dict[str, torch.Tensor]:
+    """Per domain of ``train``, each user's number of training interactions: a ``[n_users]``
+    count of the distinct items the user holds in that domain of the train view (repeated rows
+    of a pair count once; users absent from the domain have 0).
+
+    For a leave-one-out split this is the count after the test and validation positives are
+    removed: the count ``low_activity`` thresholds. It suits any scenario's train view, e.g. to
+    group users by activity (UCLR's Figure 5: learned temperatures against activity).
+    """
+    n_users = train.data.n_users
+    return {name: distinct_items_per_user(dom.interactions, dom.n_items, n_users)
+            for name, dom in train.data.domains.items()}
 
 
 def sample_distinct_negatives(users: torch.Tensor, n_items: int, n_neg: int,
@@ -138,6 +168,10 @@ class LeaveOneOut:
     ks: Sequence[StrictInt] | StrictInt = (10, 20)
     validation: bool = True
     use_given_test: bool = True
+    # Also report the metrics over test users with at most this many training items in the
+    # domain (UCLR Table 3: 2); None: off. A config that leaves it out keeps its fingerprint:
+    # the runner hashes the scenario's params as written, not the dataclass's defaults.
+    low_activity: StrictInt | None = None
 
     name: ClassVar[str] = "leave_one_out"
 
@@ -151,6 +185,10 @@ class LeaveOneOut:
         if len(set(ks)) != len(ks):
             raise ValueError(f"ks repeats a cut-off: {list(ks)}")
         object.__setattr__(self, "ks", ks)
+        low = self.low_activity
+        if low is not None and (isinstance(low, bool) or not isinstance(low, int) or low < 1):
+            raise ValueError(f"low_activity must be null or an integer >= 1 (the most training "
+                             f"interactions of a low-activity user), got {low!r}")
 
     def split(self, data: CrossDomainData, seed: int) -> Split:
         names = evaluated_domains(data, self.domains)
@@ -178,14 +216,23 @@ class LeaveOneOut:
             everything = inter if dom.given_test is None else inter.concat(dom.given_test)
             observed = observed_keys(everything.user, everything.item, n_items)
             self._check_room(data, name, n_items, observed, test_pos, val_pos)
-            tests[name] = self._evaluator(name, test_pos, n_items, observed, neg_gen)
+            groups = {}
+            if self.low_activity is not None:
+                # What training_counts gives for this domain of the train view built below.
+                counts = distinct_items_per_user(rest, n_items, data.n_users)
+                groups[LOW_ACTIVITY] = counts[test_pos.user] <= self.low_activity
+            tests[name] = self._evaluator(name, test_pos, n_items, observed, neg_gen, groups)
             if val_pos is not None and len(val_pos):
                 vals[name] = self._evaluator(name, val_pos, n_items, observed, neg_gen)
             info[f"{name}_test_users"] = len(test_pos)
             info[f"{name}_validation_users"] = 0 if val_pos is None else len(val_pos)
             info[f"{name}_train_interactions"] = len(rest)
+            if groups:
+                info[f"{name}_low_activity_users"] = int(groups[LOW_ACTIVITY].sum())
             info[f"{name}_test_from"] = how
         info["n_neg"] = self.n_neg
+        if self.low_activity is not None:
+            info["low_activity"] = self.low_activity
         train = TrainView(data.replace_domains(new_domains), scenario=self.name, implicit=True)
         return Split(train=train, test=combine_evaluators(tests),
                      validation=combine_evaluators(vals) if vals else None,
@@ -229,7 +276,8 @@ class LeaveOneOut:
                 f"{n_items}); lower n_neg")
 
     def _evaluator(self, name: str, positives: Interactions, n_items: int,
-                   observed: torch.Tensor, gen: torch.Generator) -> SampledRankingEvaluator:
+                   observed: torch.Tensor, gen: torch.Generator,
+                   groups: dict[str, torch.Tensor] | None = None) -> SampledRankingEvaluator:
         negatives = sample_distinct_negatives(positives.user, n_items, self.n_neg, observed, gen)
         return SampledRankingEvaluator(name, positives.user, positives.item, negatives,
-                                       ks=_cutoffs(self.ks))
+                                       ks=_cutoffs(self.ks), groups=groups)
