@@ -78,3 +78,22 @@ def triples(data, domain):
     users = data.user_ids[rows.user.numpy()]
     items = data[domain].item_ids[rows.item.numpy()]
     return sorted(zip(users.tolist(), items.tolist(), rows.rating.tolist(), strict=True))
+
+
+def two_domain_clusters(n_users: int = 240, n_items: int = 100, n_clusters: int = 5,
+                        dense: int = 12, sparse: int = 3, seed: int = 0) -> CrossDomainData:
+    """Users in 5 clusters take items of their cluster's block in both domains: many in "a",
+    three each in "b" (where a user's own items tell little; the shared cluster, seen in "a",
+    tells which block)."""
+    rng = np.random.default_rng(seed)
+    size = n_items // n_clusters
+    cluster = np.arange(n_users) % n_clusters
+    domains = {}
+    for name, per_user in (("a", dense), ("b", sparse)):
+        users = np.repeat(np.arange(n_users), per_user)
+        items = np.concatenate([cluster[u] * size + rng.choice(size, per_user, replace=False)
+                                for u in range(n_users)])
+        inter = Interactions(torch.from_numpy(users), torch.from_numpy(items),
+                             torch.ones(len(users)))
+        domains[name] = Domain(name, np.arange(n_items), inter)
+    return CrossDomainData(np.arange(n_users), domains, name="clusters2")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from conftest import two_domain_clusters
 
-from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.models import available_models, build_model
 from cdrec.models.multitarget.uclr import UCLR, CollaborativeAutoencoder, combined_loss
 from cdrec.nn.contrastive import IndividualTemperatures
@@ -14,25 +13,6 @@ from cdrec.scenarios.leave_one_out import LeaveOneOut
 from cdrec.train import FitContext
 
 ABLATIONS = ["PGE", "PGE+AE", "PGE+CL-AE", "PGE+UCL-AE", "UCLR"]
-
-
-def two_domain_clusters(n_users: int = 240, n_items: int = 100, n_clusters: int = 5,
-                        dense: int = 12, sparse: int = 3, seed: int = 0) -> CrossDomainData:
-    """Users in 5 clusters take items of their cluster's block in both domains: many in "a",
-    three each in "b" (where a user's own items tell little; the shared cluster, seen in "a",
-    tells which block)."""
-    rng = np.random.default_rng(seed)
-    size = n_items // n_clusters
-    cluster = np.arange(n_users) % n_clusters
-    domains = {}
-    for name, per_user in (("a", dense), ("b", sparse)):
-        users = np.repeat(np.arange(n_users), per_user)
-        items = np.concatenate([cluster[u] * size + rng.choice(size, per_user, replace=False)
-                                for u in range(n_users)])
-        inter = Interactions(torch.from_numpy(users), torch.from_numpy(items),
-                             torch.ones(len(users)))
-        domains[name] = Domain(name, np.arange(n_items), inter)
-    return CrossDomainData(np.arange(n_users), domains, name="clusters2")
 
 
 @pytest.fixture(scope="module")

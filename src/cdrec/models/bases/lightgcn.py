@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 import torch
 from pydantic import Field, model_validator
@@ -97,24 +97,51 @@ class LightGCNConfig(BaseConfig):
 
 
 def normalized_adjacency(users: torch.Tensor, items: torch.Tensor, n_users: int, n_items: int,
-                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                         dtype: torch.dtype = torch.float32,
+                         normalization: Literal["symmetric", "row"] = "symmetric") -> torch.Tensor:
     """D^-1/2 A D^-1/2 with A = [[0, R], [R^T, 0]] (Eq. 6-7) as a sparse CSR tensor of
     ``(n_users + n_items)`` square: users are nodes ``0..n_users-1``, item ``i`` is node
     ``n_users + i``. R is binary (a repeated pair is one edge); a node without edges (degree 0)
-    has no entry, so its propagated rows are zero rather than NaN."""
+    has no entry, so its propagated rows are zero rather than NaN. ``normalization="row"`` gives
+    D^-1 A instead (each row averages its neighbours: the mean aggregation of DisenCDR's VBGE);
+    :func:`bipartite_blocks` cuts either into its two off-diagonal blocks."""
     users, items = users.long(), items.long()
     pairs = torch.unique(users * n_items + items)
     u, i = pairs // n_items, pairs % n_items + n_users
     rows, cols = torch.cat([u, i]), torch.cat([i, u])
     n = n_users + n_items
     degree = torch.bincount(rows, minlength=n).to(torch.float64)
-    inv_sqrt = torch.where(degree > 0, degree.clamp_min(1).rsqrt(), torch.zeros_like(degree))
-    values = (inv_sqrt[rows] * inv_sqrt[cols]).to(dtype)
+    if normalization == "row":
+        values = (1.0 / degree.clamp_min(1))[rows].to(dtype)
+    elif normalization == "symmetric":
+        inv_sqrt = torch.where(degree > 0, degree.clamp_min(1).rsqrt(), torch.zeros_like(degree))
+        values = (inv_sqrt[rows] * inv_sqrt[cols]).to(dtype)
+    else:
+        raise ValueError(f"normalization must be 'symmetric' or 'row', got {normalization!r}")
     coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n),
                                   check_invariants=False).coalesce()
     with warnings.catch_warnings():  # CSR products are what this needs; the "beta" notice is not
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return coo.to_sparse_csr()
+
+
+def bipartite_blocks(adjacency: torch.Tensor, n_users: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two off-diagonal blocks of a bipartite adjacency from :func:`normalized_adjacency`,
+    as CSR tensors on its storage: the users' rows ``[n_users, n_items]`` (a product with item
+    features gives user rows) and the items' rows ``[n_items, n_users]``, for propagations that
+    weigh the two directions apart."""
+    crow, col, values = (adjacency.crow_indices(), adjacency.col_indices(),
+                         adjacency.values())
+    n_items = adjacency.shape[0] - n_users
+    split = crow[n_users]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        user_rows = torch.sparse_csr_tensor(crow[:n_users + 1], col[:split] - n_users,
+                                            values[:split], (n_users, n_items),
+                                            check_invariants=False)
+        item_rows = torch.sparse_csr_tensor(crow[n_users:] - split, col[split:], values[split:],
+                                            (n_items, n_users), check_invariants=False)
+    return user_rows, item_rows
 
 
 def light_propagation(adjacency: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:

@@ -227,8 +227,12 @@ class PTUPCDR(TransferMethod):
 
     def _new_transfer(self) -> PersonalizedBridge:
         cfg, source = self.config, self.source_
-        item_dim = source_item_vectors(source, torch.zeros(1, dtype=torch.long,
-                                                           device=next(source.parameters()).device)).shape[-1]
+        if not isinstance(source, FactorBase):
+            raise TypeError(f"PTUPCDR needs the source base's item embeddings; "
+                            f"{type(source).__name__} has no item_factors table")
+        # The width from the table, not from a lookup: a LightGCN base being loaded has no
+        # graph yet to propagate.
+        item_dim = source.item_factors.embedding_dim
         use_rating = cfg.rating_feature and not source.implicit
         return PersonalizedBridge(item_dim, source.user_dim, self.target_.user_dim,
                                   cfg.meta_dim, cfg.attention_hidden or item_dim, use_rating)
