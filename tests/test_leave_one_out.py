@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ScoreFn
+from conftest import ScoreFn, two_domain_clusters
 
 from cdrec.data.dataset import CrossDomainData, Domain, Interactions
 from cdrec.data.schema import DataError
@@ -483,3 +483,21 @@ def test_the_runner_reports_and_tests_the_low_activity_users(tmp_path):
     for name in ("phone", "electronic"):
         assert f"{name} (tested on the (seed, user) pairs of {name}; " in text
     assert text.count("| model | NDCG@10 | MRR | HR@10 | HR@20 | NDCG@20 | low/NDCG@10 |") == 3
+
+
+def test_low_activity_leaves_out_cold_users_and_warns_on_an_empty_group() -> None:
+    # Clusters: in "b" every user keeps 1 training item (3 minus test and validation), in "a" 10.
+    with pytest.warns(UserWarning, match="domain 'a': no test user has 1 to 2 training items"):
+        split = LeaveOneOut(n_neg=20, low_activity=2).split(two_domain_clusters(), 0)
+    assert split.info["a_low_activity_users"] == 0
+    assert split.info["b_low_activity_users"] == split.info["b_test_users"]
+    # A shipped test row of a user with no training item in the domain: cold, not low-activity.
+    inter = Interactions(torch.tensor([0, 0, 0, 1, 1, 1]), torch.tensor([0, 1, 2, 0, 1, 3]),
+                         torch.ones(6))
+    given = Interactions(torch.tensor([0, 1, 2]), torch.tensor([3, 2, 4]), torch.ones(3))
+    dom = Domain("d", np.arange(30), inter, given_test=given)
+    data = CrossDomainData(np.arange(3), {"d": dom}, name="cold")
+    with pytest.warns(UserWarning, match="domain 'd'"):
+        split = LeaveOneOut(n_neg=5, low_activity=2, validation=False).split(data, 0)
+    assert split.info["d_test_users"] == 3
+    assert split.info["d_low_activity_users"] == 0  # users 0, 1 hold 3 items; user 2 holds none

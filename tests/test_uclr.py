@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import two_domain_clusters
 
+from cdrec.data.dataset import CrossDomainData
 from cdrec.models import available_models, build_model
-from cdrec.models.multitarget.uclr import UCLR, CollaborativeAutoencoder, combined_loss
-from cdrec.nn.contrastive import IndividualTemperatures
+from cdrec.models.multitarget.uclr import UCLR, combined_loss
 from cdrec.scenarios.leave_one_out import LeaveOneOut
 from cdrec.train import FitContext
 
@@ -85,10 +85,13 @@ def test_temperatures_per_user_or_one_global(fitted) -> None:
     bounds = torch.tensor([1e-5, 1.0], dtype=individual.dtype)  # as float32 holds them
     assert bool((individual >= bounds[0]).all()) and bool((individual <= bounds[1]).all())
     assert float(individual.std()) > 0  # users got their own temperatures
-    fixed = fitted["PGE+CL-AE"].user_temperatures()
+    fixed = fitted["PGE+CL-AE"].temperatures.tau  # CL-AE: one global temperature, never moved
     assert torch.equal(fixed, torch.full_like(fixed, 0.1))
-    with pytest.raises(ValueError, match="no per-user temperatures"):
-        fitted["PGE+AE"].user_temperatures()
+    for name in ("PGE+AE", "PGE+CL-AE"):
+        with pytest.raises(ValueError, match="no per-user temperatures"):
+            fitted[name].user_temperatures()
+    with pytest.raises(KeyError, match="no finetuned domain 'a'"):
+        fitted["PGE+UCL-AE"].user_temperatures("a")
 
 
 def test_scores_are_the_reconstruction_stream_dotted_with_items(fitted) -> None:
@@ -100,19 +103,6 @@ def test_scores_are_the_reconstruction_stream_dotted_with_items(fitted) -> None:
     assert torch.allclose(model.score_users("b", users, 100), expected, atol=1e-6)
     items = torch.tensor([5, 60])
     assert torch.allclose(model.predict("b", users, items), expected[[0, 1], items], atol=1e-6)
-
-
-def test_masked_users_share_one_code() -> None:
-    """Eq. 3 as written: a masked user's E' row is zero, so its e' = enc(0), the same for every
-    masked user of the batch."""
-    ae = CollaborativeAutoencoder(6, [5, 3])
-    temps = IndividualTemperatures(4, tau_init=0.5)
-    embeddings = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
-    masked = torch.tensor([True, False, True, False])
-    codes = ae.encoder(embeddings * (~masked).unsqueeze(1).float())
-    assert torch.equal(codes[0], codes[2])
-    loss = combined_loss(ae, temps, embeddings, masked, torch.arange(4), 1e-3)
-    assert torch.isfinite(loss)
 
 
 def test_cross_domain_pretraining_helps_the_sparse_domain(split, fitted) -> None:
@@ -140,7 +130,21 @@ def test_save_and_load_predict_the_same(fitted, tmp_path) -> None:
     users = torch.arange(10)
     for name in ("a", "b"):
         assert torch.equal(loaded.score_users(name, users, 100), model.score_users(name, users, 100))
-    assert torch.equal(loaded.user_temperatures("a"), model.user_temperatures("a"))
+    for domain in (None, "a", "b"):
+        assert torch.equal(loaded.user_temperatures(domain), model.user_temperatures(domain))
+    ablation = fitted["PGE+UCL-AE"]
+    loaded = load(ablation.save(tmp_path / "ucl_ae.pt"))
+    assert torch.equal(loaded.score_users("a", users, 100), ablation.score_users("a", users, 100))
+    assert torch.equal(loaded.user_temperatures(), ablation.user_temperatures())
+
+
+def test_settings_are_checked_before_training(split) -> None:
+    with pytest.raises(ValueError, match="exceeds pge.dim"):
+        build_model("UCLR", pge={"dim": 8}, finetune={"rank": 16})
+    data = two_domain_clusters()
+    single = CrossDomainData(data.user_ids, {"a": data["a"]}, name="one domain")
+    with pytest.raises(ValueError, match="two or more domains"):
+        build_model("PGE", pge={"epochs": 1}).fit(LeaveOneOut(n_neg=50).split(single, 0).train)
 
 
 def test_temperature_groups_rank_users_by_activity(tmp_path) -> None:

@@ -32,7 +32,9 @@ with at most ``m`` training interactions in that domain, as ``"low/{metric}"`` (
 overall metrics). ``m = 2`` is Table 3's "one or two interactions". A user's count is the number
 of distinct items they hold in the train view's domain, i.e. after the test and validation
 positives are removed (:func:`training_counts`), and so fixed when the split is made; a test user
-with none there (possible with a ``given_test`` file) counts as low-activity too. The per-user
+with none there (possible with a ``given_test`` file) is a cold user, not a low-activity one, and
+is left out of the group. A domain whose group is empty gets a warning (its ``low/`` metrics are
+NaN): on 5-core data nobody has one or two items, and ``m`` must be chosen from the data. The per-user
 tables carry ``low/{metric}`` beside ``{metric}`` (NaN outside the group), so the runner's paired
 tests and ``compare:`` cover the group's users alone. Only the test evaluators get the group:
 early stopping and model selection stay on the overall validation metric. ``split.info`` gives
@@ -42,6 +44,7 @@ early stopping and model selection stay on the overall validation metric. ``spli
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -220,7 +223,13 @@ class LeaveOneOut:
             if self.low_activity is not None:
                 # What training_counts gives for this domain of the train view built below.
                 counts = distinct_items_per_user(rest, n_items, data.n_users)
-                groups[LOW_ACTIVITY] = counts[test_pos.user] <= self.low_activity
+                held = counts[test_pos.user]
+                groups[LOW_ACTIVITY] = (held >= 1) & (held <= self.low_activity)
+                if not bool(groups[LOW_ACTIVITY].any()):
+                    warnings.warn(
+                        f"domain {name!r}: no test user has 1 to {self.low_activity} training "
+                        f"items (the fewest any has is {int(held.min()) if held.numel() else 0}"
+                        "), so its low/ metrics are NaN; raise low_activity", stacklevel=2)
             tests[name] = self._evaluator(name, test_pos, n_items, observed, neg_gen, groups)
             if val_pos is not None and len(val_pos):
                 vals[name] = self._evaluator(name, val_pos, n_items, observed, neg_gen)

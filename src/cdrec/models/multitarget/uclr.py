@@ -15,7 +15,8 @@ ablations of its Tables 4-5 as registered models.
    with alpha = 1e-3 (Eq. 5).
 3. Domain-aware LoRA finetuning (Sec. 3.5, Eq. 6-7), per domain d: the user table becomes
    W = W_0 + B A (``cdrec.nn.lora.LoRAEmbedding``, W_0 the frozen PGE table), trained on d's
-   BPR loss (Eq. 6) plus the combined loss (Eq. 5) of the batch's users.
+   BPR loss (Eq. 6) plus the combined loss (Eq. 5) of users drawn uniformly, a batch's worth
+   per step (not the BPR rows' users, whose number grows with their activity).
 
 Scoring: r_ij = E_hat_i . I_j with E_hat = dec(enc(E_i)) (the reconstruction stream, unmasked):
 the latent e is 32-wide and cannot meet 128-wide items, and the ablation rows PGE+AE ... differ
@@ -31,7 +32,7 @@ cdrec's choices where the paper is silent (docs/dev/uclr_reference_notes.md, Sec
 - iSogCLR's rho, gamma, eta, beta and tau_init are not in the paper; the defaults are the
   iSogCLR authors' README values for one temperature per sample (rho 0.4, eta 0.03, beta 0.5,
   gamma 0.8, tau_init 0.1), tuned on validation; the bounds [1e-5, 1] are the paper's. Cosine
-  similarity; both contrast directions by default (``temperature.symmetric``).
+  similarity; Eq. 3's one direction (``temperature.symmetric`` adds the reverse).
 - The mask ratio and LoRA rank are not given: 0.3 (the paper's example) and 8, tuned.
 - Encoder Linear(m, 128)-ReLU-Linear(128, 32), the decoder mirrored ("hidden [128, 32]").
 - Masks are Bernoulli(mask_ratio) per user, redrawn every epoch.
@@ -54,7 +55,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
 from cdrec.models.bases.batching import epoch_batches
@@ -101,9 +102,10 @@ class TemperatureConfig(ModelConfig):
     eta: float = Field(0.03, gt=0, description="step size of the temperatures")
     beta: float = Field(0.5, gt=0, le=1, description="weight of the new gradient in tau's momentum")
     grad_clip: float = Field(3.0, gt=0, description="clip of tau's gradient")
-    symmetric: bool = Field(True, description=(
-        "contrast both directions (e against e', e' against e) and average; false: Eq. 3's "
-        "single direction"))
+    symmetric: bool = Field(False, description=(
+        "also contrast e' against e and average the two directions (false: Eq. 3's single "
+        "direction, anchors from the unmasked stream; in the reverse direction every masked "
+        "user's anchor is the same enc(0))"))
 
 
 class AutoencoderConfig(TrainingConfig):
@@ -134,6 +136,14 @@ class UCLRConfig(ModelConfig):
     pge: PGEConfig = Field(default_factory=lambda: PGEConfig.model_validate({}))
     autoencoder: AutoencoderConfig = Field(default_factory=lambda: AutoencoderConfig.model_validate({}))
     finetune: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig.model_validate({}))
+
+    @model_validator(mode="after")
+    def _rank_fits(self) -> UCLRConfig:
+        # Checked here, not after two stages have trained.
+        if self.finetune.rank > self.pge.dim:
+            raise ValueError(f"finetune.rank {self.finetune.rank} exceeds pge.dim "
+                             f"{self.pge.dim}: W = W_0 + B A would not be a low-rank update")
+        return self
 
 
 class CollaborativeAutoencoder(nn.Module):
@@ -199,6 +209,9 @@ class UCLR(Recommender):
 
     def _fit(self, train: TrainView, validation: Evaluator | None, context: FitContext) -> None:
         cfg, names = self.config, train.domains
+        if len(names) < 2:
+            raise ValueError(f"{type(self).__name__} is multi-target: it needs two or more "
+                             f"domains sharing users, got {names}")
         merged, offsets = merge_domains(train, names)
         self.offsets_ = offsets
         self.n_items_ = {name: train.data[name].n_items for name in names}
@@ -221,7 +234,7 @@ class UCLR(Recommender):
         self._fit_autoencoder(active, validation, context)
         if self.lora:
             for name in names:
-                self._finetune(train, name, validation, context)
+                self._finetune(train, name, active, validation, context)
 
     # -- stage 2: the contrastive dual-stream collaborative autoencoder (Sec. 3.4) -------------
 
@@ -262,8 +275,8 @@ class UCLR(Recommender):
 
     # -- stage 3: domain-aware LoRA finetuning (Sec. 3.5, Eq. 6-7) ----------------------------
 
-    def _finetune(self, train: TrainView, name: str, validation: Evaluator | None,
-                  context: FitContext) -> None:
+    def _finetune(self, train: TrainView, name: str, active: torch.Tensor,
+                  validation: Evaluator | None, context: FitContext) -> None:
         cfg, pge_cfg = self.config.finetune, self.config.pge
         assert self.autoencoder is not None and self.temperatures is not None
         offset, n_items = self.offsets_[name], self.n_items_[name]
@@ -279,15 +292,18 @@ class UCLR(Recommender):
         dom = train.data[name]
         draw = epoch_batches(dom.interactions, n_items, True, pge_cfg.n_neg)
         ratio, alpha = self.config.autoencoder.mask_ratio, self.config.autoencoder.alpha
-        n_users = train.data.n_users
 
         def epoch_data(gen: torch.Generator) -> list[torch.Tensor]:
             users, positives, negatives = draw(gen)
-            user_masked = torch.rand(n_users, generator=gen) < ratio
-            return [users, positives, negatives, user_masked[users]]
+            # Eq. 5's users: drawn uniformly from the active users, one per row, not the rows'
+            # own users, so a user's contrastive weight and temperature steps do not grow with
+            # their number of interactions (the activity bias UCLR sets out to remove).
+            others = active[torch.randint(active.numel(), (users.numel(),), generator=gen)]
+            return [users, positives, negatives, others,
+                    torch.rand(users.numel(), generator=gen) < ratio]
 
         def loss(batch: Sequence[torch.Tensor]) -> torch.Tensor:
-            users, positives, negatives, masked = batch
+            users, positives, negatives, others, masked = batch
             rows = head.users(users)
             state = head.autoencoder(rows)
             pos_items, neg_items = head.items(positives), head.items(negatives)
@@ -296,10 +312,10 @@ class UCLR(Recommender):
             bpr = bpr_loss_terms(pos, neg).mean()  # Eq. 6
             penalty = l2_penalty(rows, pos_items,
                                  neg_items.flatten(0, 1) / negatives.shape[1] ** 0.5)
-            # Eq. 5 on the batch's distinct users (a user twice would be its own negative).
-            distinct, first = _first_occurrences(users)
+            # Eq. 5 on the batch's distinct drawn users (a user twice would be its own negative).
+            distinct, first = _first_occurrences(others)
             assert head.temperatures is not None
-            combined = combined_loss(head.autoencoder, head.temperatures, rows[first],
+            combined = combined_loss(head.autoencoder, head.temperatures, head.users(distinct),
                                      masked[first], distinct, alpha)
             return bpr + pge_cfg.reg * penalty + combined  # Eq. 7
 
@@ -343,9 +359,14 @@ class UCLR(Recommender):
         """The learned temperature of every user (``[n_users]``): the stage-2 values, or those
         the finetune of ``domain`` ended with."""
         self.check_fitted()
+        if self.temperatures is None or not self.temperatures.learn:
+            raise ValueError(f"{type(self).__name__} has no per-user temperatures (they are "
+                             "learned by UCLR and PGE+UCL-AE)")
+        if domain is not None and domain not in self.heads:
+            raise KeyError(f"{type(self).__name__} has no finetuned domain {domain!r}; it has "
+                           f"{sorted(self.heads) or 'none'}")
         source = self._head(domain).temperatures if domain is not None else self.temperatures
-        if source is None:
-            raise ValueError(f"{type(self).__name__} has no per-user temperatures")
+        assert source is not None
         return source.tau.detach().clone()
 
     def _head(self, domain: str) -> DomainHead:
