@@ -84,7 +84,7 @@ def sample_data(name: str) -> CrossDomainData:
 # Budget-like fields and the value every model trains with here (sizes only for speed).
 # Federated models run their rounds vectorised here; the Flower engine has its own tests
 # (tests/test_federated.py), each of which starts Ray once.
-SMALL = {"epochs": 2, "patience": 1, "dim": 8, "engine": "vectorised"}
+SMALL = {"epochs": 2, "patience": 1, "dim": 8, "engine": "vectorised", "warmup_epochs": 1}
 
 
 def _shrink(config: type[BaseModel]) -> dict[str, Any]:
