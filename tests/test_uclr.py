@@ -138,6 +138,38 @@ def test_save_and_load_predict_the_same(fitted, tmp_path) -> None:
     assert torch.equal(loaded.user_temperatures(), ablation.user_temperatures())
 
 
+def test_the_family_trains_one_pge_per_split_through_the_base_cache(split) -> None:
+    from cdrec.models.bases.cache import BaseCache
+    from cdrec.train import seed_everything
+
+    def fit(name: str, cache: BaseCache | None, **params) -> tuple[UCLR, FitContext]:
+        seed_everything(0)
+        context = FitContext(seed=0, progress=False, base_cache=cache)
+        model = build_model(name, **{**SMALL, **params})
+        model.fit(split.train, split.validation, context)
+        return model, context
+
+    cache = BaseCache()
+    fit("PGE", cache)
+    reused, context = fit("PGE+UCL-AE", cache)
+    assert (cache.hits, cache.misses) == (1, 1)
+    trained, plain = fit("PGE+UCL-AE", None)
+    # Exact: the same PGE, the same autoencoder after it, the same stage results.
+    assert torch.equal(reused.pge.user_factors.weight, trained.pge.user_factors.weight)
+    users, items = torch.arange(20), torch.arange(20) % 5
+    assert torch.equal(reused.predict("a", users, items), trained.predict("a", users, items))
+    assert [(s.stage, s.best_epoch) for s in context.stages] == [
+        (s.stage, s.best_epoch) for s in plain.stages]
+    # Other PGE settings, or another validation set, train their own PGE.
+    fit("PGE", cache, pge={**SMALL["pge"], "reg": 0.1})
+    assert cache.misses == 2
+    other_validation = LeaveOneOut(n_neg=50, ks=(10,)).split(two_domain_clusters(), 0).validation
+    seed_everything(0)
+    build_model("PGE", **SMALL).fit(split.train, other_validation,
+                                    FitContext(seed=0, progress=False, base_cache=cache))
+    assert (cache.hits, cache.misses) == (1, 3)
+
+
 def test_settings_are_checked_before_training(split) -> None:
     with pytest.raises(ValueError, match="exceeds pge.dim"):
         build_model("UCLR", pge={"dim": 8}, finetune={"rank": 16})

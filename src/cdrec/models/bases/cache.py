@@ -28,11 +28,13 @@ class BaseCache:
 
     @staticmethod
     def key(train: TrainView, domain: str, name: str, config: BaseConfig,
-            context: FitContext) -> tuple:
+            context: FitContext, *, extra: tuple = ()) -> tuple:
+        """The key of pretraining base ``name`` on ``domain`` now; ``extra`` adds whatever
+        else the stage depends on (a multi-domain stage's other domains, its validator)."""
         interactions = train.data[domain].interactions
         return (id(interactions), domain, name, config.model_dump_json(), str(context.device),
                 context.generator.get_state().numpy().tobytes(),
-                torch.get_rng_state().numpy().tobytes())
+                torch.get_rng_state().numpy().tobytes(), *extra)
 
     def get(self, key: tuple) -> dict | None:
         entry = self.entries.pop(key, None)

@@ -3,6 +3,7 @@ TMCDR, PTUPCDR, ...) share, trained with the one loop in ``cdrec.train``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
@@ -80,12 +81,30 @@ def pretrain_base(train: TrainView, domain: str, name: str, config: BaseConfig,
     With ``context.base_cache`` set, a base already pretrained the same way is reused exactly.
     """
     cache = context.base_cache if (validate is None and base is None) else None
-    key: tuple | None = None
-    entry: dict | None = None
-    if cache is not None:
-        key = BaseCache.key(train, domain, name, config, context)
-        entry = cache.get(key)
+    key = (BaseCache.key(train, domain, name, config, context) if cache is not None
+           else None)
     base = base if base is not None else new_base(train, domain, name, config, context)
+    # Users with no data here keep the prior (zero); their rows get no gradient, so they stay.
+    base.reset_users(users_without_data(train, domain))
+    dom = train.data[domain]
+    cached_stage(base, key, context,
+                 lambda: fit_base(base, dom.interactions, dom.n_items, context=context,
+                                  stage=f"base_{domain}", validate=validate),
+                 keep_alive=dom.interactions)  # keeps the keyed id alive
+    return base
+
+
+def cached_stage(base: EmbeddingBase, key: tuple | None, context: FitContext,
+                 fit: Callable[[], StageResult], *, keep_alive: object) -> StageResult:
+    """Run ``fit`` (the stage that trains ``base``) through ``context.base_cache``: on a hit
+    under ``key`` the stored weights, generator states, stage result and history rows are
+    restored instead, so the fit gives the numbers it would have trained to; on a miss they are
+    stored. ``keep_alive`` holds the objects whose ``id`` is in the key (their ids must not be
+    reused while the entry lives). Without a cache or a key, ``fit()``."""
+    cache = context.base_cache
+    if cache is None or key is None:
+        return fit()
+    entry = cache.get(key)
     if entry is not None:
         base.load_state_dict(entry["state"])
         for full, value in entry["derived"].items():  # a graph base's adjacency
@@ -94,20 +113,16 @@ def pretrain_base(train: TrainView, domain: str, name: str, config: BaseConfig,
         base.to(context.device)
         context.generator.set_state(entry["generator"])
         torch.set_rng_state(entry["torch_rng"])
-        context.stages.append(replace(entry["stage"]))
+        stage = replace(entry["stage"])
+        context.stages.append(stage)
         context.history.extend({**h, "label": context.label} for h in entry["history"])
-        return base
-    # Users with no data here keep the prior (zero); their rows get no gradient, so they stay.
-    base.reset_users(users_without_data(train, domain))
-    dom = train.data[domain]
+        return stage
     n_history = len(context.history)
-    stage = fit_base(base, dom.interactions, dom.n_items, context=context,
-                     stage=f"base_{domain}", validate=validate)
-    if cache is not None and key is not None:
-        cache.put(key, {
-            "state": {k: v.detach().clone() for k, v in base.state_dict().items()},
-            "derived": derived_buffers(base)[0],  # non-persistent buffers (a graph), CPU copies
-            "generator": context.generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "stage": replace(stage), "history": list(context.history[n_history:]),
-            "interactions": train.data[domain].interactions})  # keeps the keyed id alive
-    return base
+    stage = fit()
+    cache.put(key, {
+        "state": {k: v.detach().clone() for k, v in base.state_dict().items()},
+        "derived": derived_buffers(base)[0],  # non-persistent buffers (a graph), CPU copies
+        "generator": context.generator.get_state(), "torch_rng": torch.get_rng_state(),
+        "stage": replace(stage), "history": list(context.history[n_history:]),
+        "keep_alive": keep_alive})
+    return stage

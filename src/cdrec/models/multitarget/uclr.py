@@ -59,9 +59,10 @@ from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
 from cdrec.models.bases.batching import epoch_batches
+from cdrec.models.bases.cache import BaseCache
 from cdrec.models.bases.interface import FactorBase
 from cdrec.models.bases.mf import MFConfig
-from cdrec.models.bases.pretrain import new_base, users_without_data
+from cdrec.models.bases.pretrain import cached_stage, new_base, users_without_data
 from cdrec.models.bases.registry import base_spec, build_base
 from cdrec.models.bases.single_domain import merge_domains, merged_epoch_batches
 from cdrec.models.recommender import ModelConfig, Recommender, validation_for, validator
@@ -216,17 +217,23 @@ class UCLR(Recommender):
         self.offsets_ = offsets
         self.n_items_ = {name: train.data[name].n_items for name in names}
         self.autoencoder, self.temperatures, self.heads = None, None, nn.ModuleDict()
-        # Stage 1 (Eq. 2). Registered before training so validation can call predict.
+        # Stage 1 (Eq. 2). Registered before training so validation can call predict. While it
+        # trains, every model of the family scores the PGE alone, so one split's PGE is trained
+        # once and shared through the base cache (the ablations, the trials of a search).
+        key = BaseCache.key(train, names[0], "UCLR-PGE", cfg.pge, context, extra=(
+            tuple(id(train.data[n].interactions) for n in names), id(validation)))
         pge = new_base(merged, names[0], "BPR", cfg.pge, context)
         assert isinstance(pge, FactorBase)
         self.pge = pge
         pge.reset_users(users_without_data(merged, names[0]))
         self.to(context.device)
-        self.stages_ = [fit_stage(self, lambda batch: pge.training_loss(*batch),
-                                  merged_epoch_batches(train, offsets, cfg.pge.n_neg), cfg.pge,
-                                  context=context, stage="pge",
-                                  validate=validator(self, validation),
-                                  after_step=pge.after_step)]
+        self.stages_ = [cached_stage(
+            pge, key, context,
+            lambda: fit_stage(self, lambda batch: pge.training_loss(*batch),
+                              merged_epoch_batches(train, offsets, cfg.pge.n_neg), cfg.pge,
+                              context=context, stage="pge", validate=validator(self, validation),
+                              after_step=pge.after_step),
+            keep_alive=([train.data[n].interactions for n in names], validation))]
         pge.requires_grad_(False)
         if self.streams == "none":
             return
