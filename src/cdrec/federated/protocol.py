@@ -79,7 +79,8 @@ def rows_of(table: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     the same seed would then not give the same parameters)."""
     if table.dim() == 1:
         return nn.functional.embedding(items, table.unsqueeze(1)).squeeze(1)
-    return nn.functional.embedding(items, table)
+    flat = nn.functional.embedding(items, table.flatten(1))
+    return flat.unflatten(-1, table.shape[1:])
 
 
 def _metaem_scores(download: Mapping[str, torch.Tensor], items: torch.Tensor, spec: str
@@ -236,7 +237,7 @@ def vectorised_round(stage: FederatedStage, users: torch.Tensor,
     ratings = torch.cat([d.ratings for d in devices])
     # Each row sees its own device's per-user tensors (gathered), the shared ones whole: the
     # scorer's formula broadcasts over rows exactly as on one device.
-    rows = {**{k: v[owner] for k, v in leaves.items()}, **shared}
+    rows = {**{k: rows_of(v, owner) for k, v in leaves.items()}, **shared}
     predicted = DEVICE_SCORERS[stage.scorer](rows, items, stage.spec)
     loss = (predicted - ratings).pow(2).sum()
     targets = [leaves[k] for k in per_user_names if k in wanted] + [
