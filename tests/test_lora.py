@@ -89,3 +89,15 @@ def test_bad_ranks_are_refused() -> None:
         LoRAEmbedding(_table(), rank=6)
     with pytest.raises(ValueError, match="2-d table"):
         LoRAEmbedding(torch.zeros(3), rank=1)
+
+
+def test_a_shared_table_is_neither_copied_nor_saved_by_the_adapter() -> None:
+    table = torch.randn(6, 4)
+    shared = LoRAEmbedding(table, 2, share=True)
+    assert shared.weight_0.data_ptr() == table.data_ptr()
+    assert "weight_0" not in shared.state_dict()
+    with torch.no_grad():
+        table[1] += 1.0  # the owner loads new values in place: the adapter reads them
+    assert torch.equal(shared(torch.tensor([1])), table[1:2])
+    copied = LoRAEmbedding(table, 2)
+    assert copied.weight_0.data_ptr() != table.data_ptr() and "weight_0" in copied.state_dict()

@@ -52,12 +52,16 @@ class LoRAEmbedding(_LowRank):
     weight_0: torch.Tensor  # buffer
 
     def __init__(self, weight: torch.Tensor, rank: int, *, scale: float = 1.0,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, share: bool = False) -> None:
+        """``share``: keep ``weight`` itself as ``W_0`` (its storage, not a copy) and leave it out
+        of the state dict, for a table the owner already holds, freezes and saves (several
+        adapters of one pretrained table then cost their ``A`` and ``B`` only)."""
         if weight.dim() != 2:
             raise ValueError(f"LoRAEmbedding adapts a 2-d table, got shape {tuple(weight.shape)}")
         super().__init__(weight.shape[0], weight.shape[1], rank, scale=scale,
                          generator=generator)
-        self.register_buffer("weight_0", weight.detach().clone())
+        self.register_buffer("weight_0", weight.detach() if share else weight.detach().clone(),
+                             persistent=not share)
 
     @property
     def n_rows(self) -> int:

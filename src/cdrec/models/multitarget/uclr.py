@@ -289,8 +289,8 @@ class UCLR(Recommender):
         offset, n_items = self.offsets_[name], self.n_items_[name]
         item_rows = self.pge.item_factors.weight.detach()[offset:offset + n_items]
         head = DomainHead(
-            LoRAEmbedding(self.pge.user_factors.weight.detach(), cfg.rank,
-                          generator=context.generator),
+            LoRAEmbedding(self.pge.user_factors.weight, cfg.rank, generator=context.generator,
+                          share=True),  # W_0 is the frozen PGE table itself, not a copy
             nn.Embedding.from_pretrained(item_rows.clone(), freeze=not cfg.items),
             copy.deepcopy(self.autoencoder).requires_grad_(cfg.autoencoder),
             copy.deepcopy(self.temperatures))
@@ -403,7 +403,9 @@ class UCLR(Recommender):
         self.temperatures = (self._new_temperatures(n_users)
                              if architecture["temperatures"] else None)
         self.heads = nn.ModuleDict({
-            name: DomainHead(LoRAEmbedding(torch.zeros(n_users, dim), self.config.finetune.rank),
+            # W_0 shares the PGE table's storage: loading the PGE loads it.
+            name: DomainHead(LoRAEmbedding(pge.user_factors.weight, self.config.finetune.rank,
+                                           share=True),
                              nn.Embedding(self.n_items_[name], dim),
                              CollaborativeAutoencoder(dim, hidden),
                              self._new_temperatures(n_users))
