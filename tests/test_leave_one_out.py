@@ -479,6 +479,11 @@ def test_the_runner_reports_and_tests_the_low_activity_users(tmp_path):
     assert main.startswith("| model | NDCG@10 | MRR | HR@10 | HR@20 | NDCG@20 | chosen_epoch")
     assert "low/" not in main
     assert "| BPR | Popularity | low/NDCG@10 |" in text
+    # Head to head in each domain too, on that domain's pairs.
+    assert "phone head to head (paired over the (seed, user) pairs of phone)" in text
+    phone_duel = signif["per_domain"]["phone"]["head_to_head"][0]["tests"]["phone/NDCG@10"]
+    assert (f"| BPR | Popularity | phone/NDCG@10 | {phone_duel['mean_a']:.4f} | "
+            f"{phone_duel['mean_b']:.4f} |") in text
     assert "## Low-activity users: test users with at most 9 training interactions" in text
     for name in ("phone", "electronic"):
         assert f"{name} (tested on the (seed, user) pairs of {name}; " in text
