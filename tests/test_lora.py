@@ -101,3 +101,13 @@ def test_a_shared_table_is_neither_copied_nor_saved_by_the_adapter() -> None:
     assert torch.equal(shared(torch.tensor([1])), table[1:2])
     copied = LoRAEmbedding(table, 2)
     assert copied.weight_0.data_ptr() != table.data_ptr() and "weight_0" in copied.state_dict()
+
+
+def test_a_shared_adapter_loads_a_state_that_still_holds_a_copy_of_w0() -> None:
+    # UCLR files saved before its heads shared the PGE table carry each head's W_0 copy.
+    table = torch.randn(6, 4)
+    old = LoRAEmbedding(table, 2).state_dict()
+    shared = LoRAEmbedding(table, 2, share=True)
+    shared.load_state_dict(old)  # strict: the copy is neither unexpected nor loaded over W_0
+    assert torch.equal(shared.lora_a, old["lora_a"])
+    assert shared.weight_0.data_ptr() == table.data_ptr()

@@ -67,6 +67,13 @@ class LoRAEmbedding(_LowRank):
     def n_rows(self) -> int:
         return self.weight_0.shape[0]
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
+        # A state saved before the table was shared holds a copy of W_0; the owner loads the
+        # table itself, so the copy is dropped rather than refused as an unexpected key.
+        if prefix + "weight_0" not in self.state_dict(prefix=prefix):
+            state_dict.pop(prefix + "weight_0", None)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def forward(self, index: torch.Tensor) -> torch.Tensor:
         return self.weight_0[index] + self.scale * (self.lora_b[index] @ self.lora_a)
 
