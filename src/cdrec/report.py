@@ -235,7 +235,8 @@ def write_markdown(path: Path, name: str, results: dict[str, Any], signif: dict[
                    split_info: dict[int, Any]) -> str:
     """``results.md``: the main table (metrics over all test users; the means over domains of
     a multi-domain protocol), the ``compare:`` pairs (every tested metric, groups' included;
-    pooled, then per domain), each user group's tables (:func:`group_tables`) and the first seed's split info."""
+    pooled, then per domain), each user group's tables (:func:`group_tables`) and the first
+    seed's split info."""
     table = markdown_table(results, signif)
     duels = head_to_head_table(signif)
     if duels:
@@ -245,7 +246,8 @@ def write_markdown(path: Path, name: str, results: dict[str, Any], signif: dict[
     for domain, sig in (signif.get("per_domain") or {}).items():
         own = head_to_head_table(sig)
         if own:
-            table += f"\n{domain} head to head (paired over the (seed, user) pairs of {domain}):\n\n{own}"
+            table += (f"\n{domain} head to head (paired over the (seed, user) pairs of "
+                      f"{domain}):\n\n{own}")
     first: dict[str, Any] = next(iter(split_info.values()), {}) or {}
     groups = group_tables(results, signif, first)
     if groups:

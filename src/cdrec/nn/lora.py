@@ -70,7 +70,7 @@ class LoRAEmbedding(_LowRank):
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
         # A state saved before the table was shared holds a copy of W_0; the owner loads the
         # table itself, so the copy is dropped rather than refused as an unexpected key.
-        if prefix + "weight_0" not in self.state_dict(prefix=prefix):
+        if "weight_0" in self._non_persistent_buffers_set:
             state_dict.pop(prefix + "weight_0", None)
         super()._load_from_state_dict(state_dict, prefix, *args)
 
